@@ -1,0 +1,57 @@
+"""Checks and names derived from a composed config: validation before any compute, and run names
+made of the settings (never of job numbers), registered as the OmegaConf resolver ``run_name``."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from gnrepro.convs import CONVS
+from gnrepro.norms import NORMS, ConfigError, num_groups
+from gnrepro.resnet import norm_widths
+
+
+def norm_tag(norm, conv) -> str:
+    """Short label of the normalization choice, e.g. ``bn``, ``syncbn``, ``gn32``, ``gn_c16``, ``gn32-ws``."""
+    name = norm["name"]
+    if name == "bn" and norm.get("sync"):
+        tag = "syncbn"
+    elif name == "gn":
+        cpg = norm.get("channels_per_group")
+        tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
+    else:
+        tag = name
+    return tag + ("-ws" if conv["name"] == "ws" else "")
+
+
+def run_name(data: str, model: str, norm, conv, batch, workers, epochs, seed) -> str:
+    """``<data>_<model>/<norm>_b<batch>x<workers>_e<epochs>_s<seed>``: one folder per setting."""
+    return f"{data}_{model}/{norm_tag(norm, conv)}_b{batch}x{workers}_e{epochs}_s{seed}"
+
+
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def _positive_int(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}; set e.g. {key}=2")
+    return value
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError naming the first bad value; runs before any data or model is built."""
+    for key in ("batch", "workers", "epochs", "final_epochs", "eval_batch"):
+        _positive_int(cfg[key], key)
+    if cfg.norm.name not in NORMS:
+        raise ConfigError(f"unknown norm.name {cfg.norm.name!r}; choose one of {', '.join(NORMS)}")
+    if cfg.norm.name == "gn":
+        for width in norm_widths():  # G (or C/G) must fit every layer of the model
+            num_groups(width, cfg.norm.groups, cfg.norm.channels_per_group)
+    if cfg.conv.name not in CONVS:
+        raise ConfigError(f"unknown conv.name {cfg.conv.name!r}; choose one of {', '.join(CONVS)}")
+    subset = cfg.data.get("subset")
+    if subset is not None:
+        _positive_int(subset, "data.subset")
+    for key in ("base_lr", "momentum", "weight_decay"):
+        value = cfg.optim[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"optim.{key} must be a non-negative number, got {value!r}")

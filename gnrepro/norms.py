@@ -1,0 +1,140 @@
+"""Normalization layers built from a config string (Wu & He, "Group Normalization", Sec. 3).
+
+The paper casts every method as x_hat = (x - mu) / sqrt(var + eps) over a set S_i, followed by a
+per-channel affine gamma/beta (Sec. 3.1). The methods differ only in S_i:
+
+- ``bn``: (N, H, W) per channel, statistics of the images on one *worker* (Sec. 4.1, footnote 2).
+- ``gn``: (C/G, H, W) per sample, G groups of consecutive channels (Eq. 7).
+- ``ln``: GN with G = 1 (Sec. 3.1, "LN ... is a special case of GN").
+- ``in``: GN with one channel per group (G = C).
+
+All arithmetic is torch's own kernels (``F.batch_norm`` / ``F.group_norm``); this module only
+chooses S_i. The channels-first factory signature follows timm's norm layers.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import GroupNorm
+from torch import nn
+
+NORMS = ("bn", "gn", "ln", "in")
+EPS = 1e-5  # the paper's epsilon for every normalization
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake: the message names the bad value and the fix."""
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def num_groups(num_channels: int, groups: int | None = None, channels_per_group: int | None = None) -> int:
+    """Resolve GN's group count for a layer of ``num_channels`` channels (paper Table 3, top/bottom).
+
+    Exactly one of ``groups`` (fixed G for every layer) or ``channels_per_group`` (fixed C/G, so G
+    varies with the layer width) may be given; with neither, the paper's default G = 32 applies.
+    """
+    if groups is not None and channels_per_group is not None:
+        raise ConfigError(
+            f"GN got both groups={groups} and channels_per_group={channels_per_group}; "
+            "set exactly one of norm.groups or norm.channels_per_group (the other to null)"
+        )
+    if channels_per_group is not None:
+        if not isinstance(channels_per_group, int) or channels_per_group < 1:
+            raise ConfigError(f"norm.channels_per_group must be a positive integer, got {channels_per_group!r}")
+        if num_channels % channels_per_group:
+            raise ConfigError(
+                f"GN with channels_per_group={channels_per_group} cannot split a layer of {num_channels} "
+                f"channels; valid norm.channels_per_group for it: {_divisors(num_channels)}"
+            )
+        return num_channels // channels_per_group
+    g = 32 if groups is None else groups
+    if not isinstance(g, int) or g < 1:
+        raise ConfigError(f"norm.groups must be a positive integer, got {g!r}")
+    if num_channels % g:
+        raise ConfigError(
+            f"GN with groups={g} cannot split a layer of {num_channels} channels (G must divide C); "
+            f"valid norm.groups for it: {_divisors(num_channels)}"
+        )
+    return g
+
+
+class PerWorkerBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose statistics are computed separately on each worker's slice of the batch.
+
+    The paper's "batch size" is images per worker, with BN statistics never shared across workers
+    (Sec. 4.1, footnote 2). On one device a step holds ``workers`` consecutive slices of equal size;
+    this layer normalizes each slice with its own mean and variance in one ``F.batch_norm`` call, by
+    folding the worker index into the channel axis: (W*B, C, H, W) -> (B, W*C, H, W).
+
+    Running statistics rule (the same in the multi-process mode): the running mean/var are the
+    average over workers of what each worker's own BN layer would have accumulated. Because the
+    momentum update is linear, this equals one update with the per-worker batch statistics
+    averaged, which is what the forward pass does. With ``workers=1`` this is plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, workers: int = 1, eps: float = EPS, momentum: float = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", workers={self.workers}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.workers
+        if w == 1 or not self.training:
+            return super().forward(x)
+        n, c = x.shape[:2]
+        if n % w:
+            raise ValueError(f"a batch of {n} images cannot be split evenly over {w} workers")
+        b = n // w
+        # Worker k owns images [k*b, (k+1)*b); fold it next to the channel axis.
+        folded = x.reshape(w, b, c, -1).transpose(0, 1).reshape(b, w * c, -1)
+        running_mean = running_var = None
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            running_mean = self.running_mean.repeat(w)
+            running_var = self.running_var.repeat(w)
+        out = F.batch_norm(
+            folded, running_mean, running_var, self.weight.repeat(w), self.bias.repeat(w),
+            training=True, momentum=self.momentum, eps=self.eps,
+        )
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.copy_(running_mean.view(w, c).mean(0))
+                self.running_var.copy_(running_var.view(w, c).mean(0))
+        return out.reshape(b, w, c, -1).transpose(0, 1).reshape(x.shape)
+
+
+def build_norm(
+    name: str,
+    num_channels: int,
+    *,
+    groups: int | None = None,
+    channels_per_group: int | None = None,
+    workers: int = 1,
+    eps: float = EPS,
+    sync: bool = False,
+) -> nn.Module:
+    """Build the normalization layer ``name`` for a layer with ``num_channels`` channels.
+
+    ``groups``/``channels_per_group`` apply to ``gn`` only; ``workers`` and ``sync`` to ``bn`` only.
+    Every layer has a per-channel affine gamma/beta, initialised to 1/0.
+    """
+    if name != "gn" and (groups is not None or channels_per_group is not None):
+        raise ConfigError(f"norm {name!r} has no groups; norm.groups / norm.channels_per_group apply to norm=gn only")
+    if name == "bn":
+        if sync:
+            return nn.SyncBatchNorm(num_channels, eps=eps)
+        return PerWorkerBatchNorm2d(num_channels, workers=workers, eps=eps)
+    if name == "gn":
+        return GroupNorm(num_channels, num_groups(num_channels, groups, channels_per_group), eps=eps)
+    if name == "ln":
+        return GroupNorm(num_channels, 1, eps=eps)
+    if name == "in":
+        return GroupNorm(num_channels, num_channels, eps=eps)
+    raise ConfigError(f"unknown norm {name!r}; choose one of {', '.join(NORMS)}")

@@ -1,0 +1,48 @@
+"""The paper's optimization protocol (Sec. 4.1; PROTOCOL.md): SGD with momentum 0.9, weight decay
+on every parameter (gamma and beta included), a learning rate scaled linearly with the images per
+worker, divided by 10 at 30%, 60% and 90% of training, with a linear warm-up only when the scaled
+rate exceeds the reference rate (as in the authors' code)."""
+from __future__ import annotations
+
+import bisect
+
+import torch
+
+REFERENCE_BATCH = 32  # images per worker at which the base LR applies
+
+
+def scaled_lr(base_lr: float, batch: int) -> float:
+    """Linear scaling rule: ``base_lr * batch / 32`` for ``batch`` images per worker."""
+    return base_lr * batch / REFERENCE_BATCH
+
+
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, milestones, warmup_epochs: float) -> float:
+    """Multiplier of the peak LR at optimizer step ``step`` (0-based).
+
+    The LR is divided by 10 once ``m * epochs`` epochs are done, for each fraction ``m`` (epochs
+    30/60/90 of 100); warm-up, when asked for, ramps linearly from 1/steps to 1 over its epochs.
+    """
+    total = steps_per_epoch * epochs
+    boundaries = sorted(round(m * total) for m in milestones)
+    factor = 0.1 ** bisect.bisect_right(boundaries, step)
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    if step < warmup_steps:
+        factor *= (step + 1) / warmup_steps
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, cfg, batch: int):
+    """SGD over all parameters with one weight decay, and its per-step LR schedule."""
+    lr = scaled_lr(cfg.base_lr, batch)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+    )
+    return optimizer, lr
+
+
+def build_scheduler(optimizer, cfg, lr: float, steps_per_epoch: int, epochs: int):
+    warmup = cfg.warmup_epochs if lr > cfg.base_lr else 0.0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, steps_per_epoch, epochs, cfg.milestones, warmup),
+    )
