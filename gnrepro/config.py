@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from gnrepro.convs import CONVS
+from gnrepro.loggers import check_logger
 from gnrepro.norms import NORMS, ConfigError, num_groups
 from gnrepro.resnet import norm_widths
 
@@ -41,13 +42,16 @@ def validate(cfg) -> None:
     """Raise ConfigError naming the first bad value; runs before any data or model is built."""
     for key in ("batch", "workers", "epochs", "final_epochs", "eval_batch"):
         _positive_int(cfg[key], key)
+    if isinstance(cfg.checkpoint_steps, bool) or not isinstance(cfg.checkpoint_steps, int) or cfg.checkpoint_steps < 0:
+        raise ConfigError(f"checkpoint_steps must be 0 or a positive integer, got {cfg.checkpoint_steps!r}")
+    check_logger(cfg.logger)
     if cfg.norm.name not in NORMS:
-        raise ConfigError(f"unknown norm.name {cfg.norm.name!r}; choose one of {', '.join(NORMS)}")
+        raise ConfigError(f"unknown norm.name {cfg.norm.name!r}; choose one of: {', '.join(NORMS)}")
     if cfg.norm.name == "gn":
         for width in norm_widths():  # G (or C/G) must fit every layer of the model
             num_groups(width, cfg.norm.groups, cfg.norm.channels_per_group)
     if cfg.conv.name not in CONVS:
-        raise ConfigError(f"unknown conv.name {cfg.conv.name!r}; choose one of {', '.join(CONVS)}")
+        raise ConfigError(f"unknown conv.name {cfg.conv.name!r}; choose one of: {', '.join(CONVS)}")
     subset = cfg.data.get("subset")
     if subset is not None:
         _positive_int(subset, "data.subset")

@@ -30,4 +30,4 @@ def build_conv(name: str, *, eps: float = 1e-5) -> ConvFactory:
         return partial(nn.Conv2d, bias=False)
     if name == "ws":
         return partial(StdConv2d, bias=False, eps=eps)
-    raise ConfigError(f"unknown conv {name!r}; choose one of {', '.join(CONVS)}")
+    raise ConfigError(f"unknown conv {name!r}; choose one of: {', '.join(CONVS)}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,37 +16,64 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, device, *, epoch: int, progress: bool = True) -> dict:
-    """Train for one pass over ``loader``, stepping ``scheduler`` every optimizer step.
+@dataclass
+class EpochMeter:
+    """Running sums of one training epoch; part of a checkpoint so a resumed epoch reports the same."""
 
+    loss_sum: float = 0.0
+    wrong: int = 0
+    seen: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> dict:
+        return {"train_loss": self.loss_sum / self.seen, "train_error": 100.0 * self.wrong / self.seen,
+                "train_images": self.seen, "train_seconds": self.seconds}
+
+
+def train_one_epoch(
+    model, loader, optimizer, scheduler, device, *, epoch: int, progress: bool = True,
+    meter: Optional[EpochMeter] = None, on_step: Optional[Callable[[EpochMeter], None]] = None,
+) -> dict:
+    """Train on every batch of ``loader``, stepping ``scheduler`` after every optimizer step.
+
+    ``meter`` carries the sums of an epoch resumed part-way (``loader`` then yields only the
+    remaining batches); ``on_step(meter)`` runs after each step (checkpointing, preemption).
+    A non-finite loss raises DivergedError before the optimizer step, so the weights stay finite.
     The progress bar shows only on a terminal (``progress=True``) and never when ``progress=False``.
-
     Returns the mean loss, the top-1 error (%) on the training batches, images seen and seconds.
     """
     model.train()
-    loss_sum, wrong, seen, start = 0.0, 0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None if progress else True, dynamic_ncols=True)
+    meter = meter or EpochMeter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None if progress else True,
+               dynamic_ncols=True, initial=meter.steps, total=meter.steps + len(loader))
+    start = time.perf_counter() - meter.seconds
     for images, targets in bar:
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         logits = model(images)
         loss = F.cross_entropy(logits, targets)
-        if not math.isfinite(loss.item()):
-            raise DivergedError(f"training loss became {loss.item()} at epoch {epoch}, step {seen // len(images)}")
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise DivergedError(f"the training loss became {loss_value} at epoch {epoch}, step {meter.steps + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         n = len(targets)
-        loss_sum += loss.item() * n
-        wrong += (logits.argmax(1) != targets).sum().item()
-        seen += n
-        elapsed = time.perf_counter() - start
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}",
-                        img_s=f"{seen / elapsed:.0f}")
-    seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum / seen, "train_error": 100.0 * wrong / seen,
-            "train_images": seen, "train_seconds": seconds}
+        meter.loss_sum += loss_value * n
+        meter.wrong += (logits.argmax(1) != targets).sum().item()
+        meter.seen += n
+        meter.steps += 1
+        meter.seconds = time.perf_counter() - start
+        bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}",
+                        img_s=f"{meter.seen / meter.seconds:.0f}")
+        if on_step is not None:
+            on_step(meter)
+    return meter.summary()
 
 
 @torch.no_grad()

@@ -37,9 +37,10 @@ def _has_wandb_credentials() -> bool:
         return False
 
 
-def build_logger(cfg, run_dir: Path, name: str, config: dict):
+def check_logger(cfg) -> None:
+    """Reject a logger setting that could not work, before any compute."""
     if cfg.name == "none":
-        return NullLogger()
+        return
     if cfg.name != "wandb":
         raise ConfigError(f"unknown logger {cfg.name!r}; choose logger=none or logger=wandb")
     if cfg.mode not in ("offline", "online", "disabled"):
@@ -49,6 +50,12 @@ def build_logger(cfg, run_dir: Path, name: str, config: dict):
             "logger.mode=online needs W&B credentials: run `wandb login` or set WANDB_API_KEY, "
             "or keep logger.mode=offline and `wandb sync` later"
         )
+
+
+def build_logger(cfg, run_dir: Path, name: str, config: dict):
+    check_logger(cfg)
+    if cfg.name == "none":
+        return NullLogger()
     import wandb
 
     run = wandb.init(

@@ -137,4 +137,4 @@ def build_norm(
         return GroupNorm(num_channels, 1, eps=eps)
     if name == "in":
         return GroupNorm(num_channels, num_channels, eps=eps)
-    raise ConfigError(f"unknown norm {name!r}; choose one of {', '.join(NORMS)}")
+    raise ConfigError(f"unknown norm {name!r}; choose one of: {', '.join(NORMS)}")

@@ -64,7 +64,7 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         if depth not in DEPTHS:
-            raise ConfigError(f"unknown ResNet depth {depth!r}; choose one of {sorted(DEPTHS)}")
+            raise ConfigError(f"unknown ResNet depth {depth!r}; choose one of: {sorted(DEPTHS)}")
         if small_input:
             self.conv1 = conv(in_channels, 64, 3, stride=1, padding=1)
             self.maxpool = nn.Identity()

@@ -4,6 +4,11 @@ The run's result is the median top-1 validation error of the final 5 epochs, as 
 paper. Everything the run produces lands in one folder named by its settings (see
 ``gnrepro.config.run_name``): the resolved config, one JSON line of metrics per epoch, the
 summary and the last checkpoint.
+
+Runs survive interruption: relaunching the same command resumes from ``last.pt`` (model,
+optimizer, schedule, epoch and step, RNG states; the data order is a function of seed and epoch),
+a finished or failed run is not trained again, SIGTERM/SIGUSR1/SIGUSR2 save a checkpoint at the
+next step and stop, and a non-finite loss stops the run and marks it failed.
 """
 from __future__ import annotations
 
@@ -25,10 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 from gnrepro import runfiles
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
-from gnrepro.data import build_datasets, build_loaders
-from gnrepro.engine import DivergedError, evaluate, train_one_epoch
+from gnrepro.data import build_datasets, build_loaders, limit_train
+from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
 from gnrepro.loggers import build_logger
 from gnrepro.norms import ConfigError
+from gnrepro.preemption import Preempted, PreemptionSignals
+from gnrepro.preflight import CONFIGS, check_command_line
+from gnrepro.resume import RunState, previous_state
+from gnrepro.sampling import StepBatchSampler
 from gnrepro.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("gnrepro")
@@ -45,6 +54,27 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def rng_state() -> dict:
+    """Every random stream a run draws from, in a form ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,56 +86,16 @@ def final_error(val_errors: list[float], last: int) -> float:
     return statistics.median(val_errors[-last:])
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train and evaluate the model described by ``cfg``, writing outputs under ``run_dir``."""
-    validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed, cfg.deterministic)
-    device = resolve_device(cfg.device)
-
-    splits = build_datasets(cfg.data)
-    images_per_step = cfg.batch * cfg.workers
-    train_loader, val_loader = build_loaders(splits, cfg.data, images_per_step, cfg.eval_batch, cfg.seed)
-    model = build_model(cfg, splits.num_classes, splits.in_channels).to(device)
-    optimizer, lr = build_optimizer(model, cfg.optim, cfg.batch)
-    scheduler = build_scheduler(optimizer, cfg.optim, lr, len(train_loader), cfg.epochs)
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    name = str(run_dir.relative_to(run_dir.parents[1]))
-    logger = build_logger(cfg.logger, run_dir, name, resolved)
-    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d), lr %.4g, on %s",
-             name, len(splits.train), len(splits.val), len(train_loader), images_per_step,
-             cfg.workers, cfg.batch, lr, device)
-
-    history: list[dict] = []
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        lr_now = optimizer.param_groups[0]["lr"]
-        row = {"epoch": epoch, "lr": lr_now}
-        row.update(train_one_epoch(model, train_loader, optimizer, scheduler, device,
-                                   epoch=epoch, progress=cfg.progress))
-        row.update(evaluate(model, val_loader, device))
-        row["images_per_s"] = row["train_images"] / row["train_seconds"]
-        history.append(row)
-        runfiles.write_jsonl(run_dir / runfiles.METRICS, history)
-        logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        if cfg.checkpoint:
-            runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "config": resolved,
-            })
-        log.info("epoch %d/%d  lr %.4g  train loss %.4f  train err %.2f%%  val err %.2f%%  %.0f img/s",
-                 epoch, cfg.epochs, lr_now, row["train_loss"], row["train_error"], row["val_error"],
-                 row["images_per_s"])
-    wall = time.perf_counter() - start
-
+def summarize(cfg: DictConfig, history: list[dict], status: str, device, **extra) -> dict:
+    """The run's summary: its settings, its status and, when complete, its result."""
     val_errors = [r["val_error"] for r in history]
-    summary = {
-        "status": "complete",
-        "final_error": final_error(val_errors, cfg.final_epochs),
+    seconds = sum(r["train_seconds"] for r in history)
+    return {
+        "status": status,
+        "final_error": final_error(val_errors, cfg.final_epochs) if status == "complete" else None,
         "final_epochs": min(cfg.final_epochs, len(val_errors)),
         "val_errors": val_errors,
+        "epochs_done": len(history),
         "norm": cfg.norm.name,
         "norm_tag": norm_tag(cfg.norm, cfg.conv),
         "conv": cfg.conv.name,
@@ -113,19 +103,113 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "channels_per_group": cfg.norm.get("channels_per_group"),
         "batch": cfg.batch,
         "workers": cfg.workers,
-        "lr": lr,
         "model": cfg.model.name,
         "data": cfg.data.name,
         "seed": cfg.seed,
         "epochs": cfg.epochs,
-        "wall_seconds": wall,
-        "images_per_s": sum(r["train_images"] for r in history) / sum(r["train_seconds"] for r in history),
+        "wall_seconds": sum(r["epoch_seconds"] for r in history),
+        "images_per_s": sum(r["train_images"] for r in history) / seconds if seconds else None,
         "device": str(device),
+        **extra,
     }
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train and evaluate the model described by ``cfg`` in ``run_dir``, resuming what is there."""
+    validate(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    state: RunState = previous_state(run_dir, resolved)
+    if state.summary is not None:
+        log.info("run %s is already %s; not training it again (delete %s to redo it)",
+                 run_dir, state.summary["status"], runfiles.SUMMARY)
+        return state.summary
+    with PreemptionSignals() as signals:
+        return train_run(cfg, run_dir, resolved, state, signals)
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    return all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point())
+
+
+def train_run(cfg: DictConfig, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = resolve_device(cfg.device)
+    splits = build_datasets(cfg.data)
+    images_per_step = cfg.batch * cfg.workers
+    limit_train(splits, cfg.data, images_per_step)
+    sampler = StepBatchSampler(len(splits.train), images_per_step, cfg.seed)
+    train_loader, val_loader = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
+    model = build_model(cfg, splits.num_classes, splits.in_channels).to(device)
+    optimizer, lr = build_optimizer(model, cfg.optim, cfg.batch)
+    scheduler = build_scheduler(optimizer, cfg.optim, lr, sampler.steps_per_epoch, cfg.epochs)
+
+    history: list[dict] = []
+    epoch, meter, epoch_lr = 1, None, lr
+    if state.checkpoint is not None:
+        ckpt = state.checkpoint
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history, epoch, epoch_lr = ckpt["history"], ckpt["next_epoch"], ckpt["epoch_lr"]
+        meter = EpochMeter(**ckpt["meter"]) if ckpt["meter"] else None
+        set_rng_state(ckpt["rng"])
+        log.info("resuming %s at epoch %d, step %d", run_dir, epoch, meter.steps if meter else 0)
+
+    runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    name = str(run_dir.relative_to(run_dir.parents[1]))
+    logger = build_logger(cfg.logger, run_dir, name, resolved)
+    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d), lr %.4g, on %s",
+             name, len(splits.train), len(splits.val), sampler.steps_per_epoch, images_per_step,
+             cfg.workers, cfg.batch, lr, device)
+
+    def save(next_epoch: int, partial: EpochMeter | None) -> None:
+        if not all_finite(model):  # never replace the last good checkpoint with a diverged one
+            raise DivergedError(f"the weights became non-finite at epoch {epoch}, step {partial.steps if partial else 0}")
+        runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
+            "next_epoch": next_epoch, "meter": partial.state_dict() if partial else None, "epoch_lr": epoch_lr,
+            "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng_state(), "config": resolved,
+        })
+
+    def on_step(m: EpochMeter) -> None:
+        if signals.received is not None:
+            save(epoch, m)
+            raise Preempted(signals.received, epoch, m.steps)
+        if cfg.checkpoint_steps and m.steps % cfg.checkpoint_steps == 0:
+            save(epoch, m)
+
+    try:
+        while epoch <= cfg.epochs:
+            sampler.set_epoch(epoch, start_step=meter.steps if meter else 0)
+            if meter is None:
+                epoch_lr = optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, "lr": epoch_lr}
+            row.update(train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
+                                       progress=cfg.progress, meter=meter, on_step=on_step))
+            eval_start = time.perf_counter()
+            row.update(evaluate(model, val_loader, device))
+            row["epoch_seconds"] = row["train_seconds"] + time.perf_counter() - eval_start
+            row["images_per_s"] = row["train_images"] / row["train_seconds"]
+            history.append(row)
+            runfiles.write_jsonl(run_dir / runfiles.METRICS, history)
+            logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            epoch, meter = epoch + 1, None
+            save(epoch, None)
+            log.info("epoch %d/%d  lr %.4g  train loss %.4f  train err %.2f%%  val err %.2f%%  %.0f img/s",
+                     row["epoch"], cfg.epochs, row["lr"], row["train_loss"], row["train_error"],
+                     row["val_error"], row["images_per_s"])
+    except DivergedError as err:
+        runfiles.write_json(run_dir / runfiles.SUMMARY, summarize(cfg, history, "failed", device, lr=lr, reason=str(err)))
+        logger.finish()
+        raise DivergedError(f"{err}; run marked failed, last good checkpoint kept in {run_dir}; "
+                            f"lower optim.base_lr or check the data") from err
+
+    summary = summarize(cfg, history, "complete", device, lr=lr)
     runfiles.write_json(run_dir / runfiles.SUMMARY, summary)
     logger.finish()
-    log.info("final error (median of last %d epochs): %.2f%%  wall %.0fs  -> %s",
-             summary["final_epochs"], summary["final_error"], wall, run_dir)
+    log.info("final error (median of last %d epochs): %.2f%%  -> %s",
+             summary["final_epochs"], summary["final_error"], run_dir)
     return summary
 
 
@@ -142,19 +226,29 @@ def discard_if_unused(run_dir: Path) -> None:
             parent = parent.parent
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
+def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return run(cfg, run_dir)["final_error"]
-    except (ConfigError, DivergedError) as err:
+    except (ConfigError, DivergedError, Preempted) as err:
         if isinstance(err, ConfigError):
             discard_if_unused(run_dir)
         if cfg.get("debug") is True:
             raise
+        print(f"gnrepro: {'stopped' if isinstance(err, Preempted) else 'error'}: {err}", file=sys.stderr)
+        sys.exit(err.exit_code if isinstance(err, Preempted) else 2 if isinstance(err, ConfigError) else 1)
+
+
+def cli() -> None:
+    """Check the command line before Hydra creates any folder, then run."""
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as err:
         print(f"gnrepro: error: {err}", file=sys.stderr)
         sys.exit(2)
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -28,12 +28,20 @@ def build_datasets(cfg) -> DataSplits:
     return builders[cfg.name](cfg)
 
 
-def build_loaders(splits: DataSplits, cfg, images_per_step: int, eval_batch: int, seed: int):
-    """Train loader with exactly ``images_per_step`` images per step (the last partial step is
-    dropped, so every step splits evenly over the workers) and a sequential val loader.
+def build_loaders(splits: DataSplits, cfg, batch_sampler, eval_batch: int):
+    """Train loader driven by ``batch_sampler`` (one list of indices per optimizer step, see
+    gnrepro.sampling) and a sequential val loader."""
+    common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+    if cfg.num_workers > 0:
+        common["persistent_workers"] = True
+    train = DataLoader(splits.train, batch_sampler=batch_sampler, **common)
+    val = DataLoader(splits.val, batch_size=eval_batch, shuffle=False, **common)
+    return train, val
 
-    ``cfg.subset`` keeps a fixed random subset of the train split (the same for every seed).
-    """
+
+def limit_train(splits: DataSplits, cfg, images_per_step: int) -> None:
+    """Apply ``cfg.subset`` (a fixed random subset of the train split, the same for every seed) and
+    check that one step's worth of images is there."""
     if cfg.get("subset") is not None:
         keep = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: cfg.subset]
         splits.train = Subset(splits.train, keep.tolist())
@@ -42,12 +50,3 @@ def build_loaders(splits: DataSplits, cfg, images_per_step: int, eval_batch: int
             f"one step needs batch*workers = {images_per_step} images but the train split has only "
             f"{len(splits.train)}; lower batch or workers"
         )
-    common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
-    if cfg.num_workers > 0:
-        common["persistent_workers"] = True
-    train = DataLoader(
-        splits.train, batch_size=images_per_step, shuffle=True, drop_last=True,
-        generator=torch.Generator().manual_seed(seed), **common,
-    )
-    val = DataLoader(splits.val, batch_size=eval_batch, shuffle=False, **common)
-    return train, val

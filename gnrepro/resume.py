@@ -1,0 +1,84 @@
+"""What an earlier launch of the same run left behind, and whether it may be continued.
+
+A run folder is named by the settings, so relaunching a command finds its folder again. Its saved
+config must agree with the new one on every setting that changes results; keys that only change
+how the run executes (device, progress bar, loader processes, where the data lives) may differ.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from gnrepro import runfiles
+from gnrepro.norms import ConfigError
+
+log = logging.getLogger("gnrepro")
+
+# Settings that may change between launches of one run without changing its result.
+RUNTIME_KEYS = (
+    "progress", "device", "eval_batch", "debug", "results_dir", "checkpoint_steps", "logger",
+    "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
+)
+
+
+@dataclass
+class RunState:
+    summary: Optional[dict] = None  # a finished (complete or failed) run's summary
+    checkpoint: Optional[dict] = None  # the checkpoint to resume from
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """``key (old -> new)`` for every result-changing setting that differs."""
+    a, b = _flatten(old), _flatten(new)
+    runtime = lambda k: any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS)  # noqa: E731
+    return [f"{k} ({a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r})"
+            for k in sorted(set(a) | set(b)) if not runtime(k) and a.get(k) != b.get(k)]
+
+
+def read_summary(run_dir: Path) -> Optional[dict]:
+    """The run's summary, or None if there is none or it cannot be read (treated as unfinished)."""
+    path = Path(run_dir) / runfiles.SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is unreadable; treating the run as unfinished", path)
+        return None
+    return summary if summary.get("status") in ("complete", "failed") else None
+
+
+def previous_state(run_dir: Path, config: dict) -> RunState:
+    """Check ``run_dir`` against ``config`` and return what can be reused from it."""
+    run_dir = Path(run_dir)
+    saved = run_dir / runfiles.CONFIG
+    if saved.exists():
+        diff = settings_diff(yaml.safe_load(saved.read_text()), config)
+        if diff:
+            raise ConfigError(f"{run_dir} holds a run with other settings: {'; '.join(diff)}; "
+                              f"use another results_dir or delete that folder")
+    summary = read_summary(run_dir)
+    if summary is not None:
+        return RunState(summary=summary)
+    ckpt_path = run_dir / runfiles.CHECKPOINT
+    if not ckpt_path.exists():
+        return RunState()
+    try:
+        return RunState(checkpoint=runfiles.load_checkpoint(ckpt_path))
+    except Exception as err:  # a truncated or foreign file: say which and how to recover
+        raise ConfigError(f"checkpoint {ckpt_path} cannot be loaded ({type(err).__name__}); "
+                          f"delete it to restart the run from scratch") from err

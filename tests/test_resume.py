@@ -1,0 +1,147 @@
+"""Runs that survive: bitwise resume after SIGKILL, SIGTERM checkpoints, divergence, torn writes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnrepro import runfiles
+from gnrepro.norms import ConfigError
+from gnrepro.resume import previous_state, read_summary, settings_diff
+
+TINY = ("norm=bn", "batch=4", "workers=2", "data.subset=48", "data.image_size=10", "eval_batch=512",
+        "deterministic=true", "progress=false")
+RUN = "digits_resnet50/bn_b4x2_e{epochs}_s0"
+
+
+def start(tmp_path, *overrides):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-m", "gnrepro.train", *TINY, *overrides], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, proc, timeout=600):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in ("train_seconds", "epoch_seconds", "images_per_s")} for r in rows]
+
+
+def mid_epoch_checkpoint(path: Path, epoch: int):
+    """True once ``path`` holds a checkpoint taken part-way through ``epoch``."""
+    def check():
+        if not path.exists():
+            return False
+        ckpt = torch.load(path, weights_only=True, mmap=True)
+        return ckpt["next_epoch"] == epoch and ckpt["meter"] is not None
+    return check
+
+
+def test_sigkill_then_relaunch_gives_the_same_run_bitwise(tmp_path):
+    args = ("epochs=3", "data.subset=32", "checkpoint_steps=2")  # 4 steps per epoch
+    straight = start(tmp_path, *args, "results_dir=straight")
+    assert straight.wait(timeout=900) == 0, straight.communicate()
+
+    killed = start(tmp_path, *args, "results_dir=killed")
+    metrics = tmp_path / "killed" / RUN.format(epochs=3) / "metrics.jsonl"
+    wait_for(mid_epoch_checkpoint(metrics.parent / "last.pt", epoch=2), killed)
+    killed.send_signal(signal.SIGKILL)  # epoch 3 is still to come, so the run cannot have finished
+    killed.wait()
+    assert not (metrics.parent / "summary.json").exists()
+    resumed = start(tmp_path, *args, "results_dir=killed")
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err
+    assert "resuming" in out + err
+
+    a_dir, b_dir = tmp_path / "straight" / RUN.format(epochs=3), metrics.parent
+    a, b = runfiles.load_checkpoint(a_dir / "last.pt"), runfiles.load_checkpoint(b_dir / "last.pt")
+    diff = max((a["model"][k].double() - b["model"][k].double()).abs().max().item() for k in a["model"])
+    assert diff == 0.0, f"parameters differ by {diff}"
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert without_timing(runfiles.read_jsonl(a_dir / "metrics.jsonl")) == \
+        without_timing(runfiles.read_jsonl(b_dir / "metrics.jsonl"))
+    sa, sb = read_summary(a_dir), read_summary(b_dir)
+    assert sa["final_error"] == sb["final_error"] and sa["val_errors"] == sb["val_errors"]
+
+
+def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    args = ("epochs=2", "data.subset=64")
+    proc = start(tmp_path, *args)
+    log = tmp_path / "results/runs" / RUN.format(epochs=2) / "train.log"
+    wait_for(lambda: log.exists() and "steps/epoch" in log.read_text(), proc)
+    proc.send_signal(signal.SIGTERM)  # during the first epoch: 8 steps, then a second epoch
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("gnrepro: stopped: SIGTERM received: checkpoint saved at epoch"), err
+    ckpt = runfiles.load_checkpoint(log.parent / "last.pt")  # weights_only=True
+    assert ckpt["next_epoch"] == 1 and ckpt["meter"]["steps"] >= 1  # saved part-way through epoch 1
+    assert not (log.parent / "summary.json").exists()
+
+    proc = start(tmp_path, *args)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    summary = read_summary(log.parent)
+    assert summary["status"] == "complete" and summary["epochs_done"] == 2
+    assert [r["epoch"] for r in runfiles.read_jsonl(log.parent / "metrics.jsonl")] == [1, 2]
+
+
+def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_a_finite_checkpoint(tmp_path):
+    proc = start(tmp_path, "epochs=2", "optim.base_lr=1e12", "checkpoint_steps=1")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("gnrepro: error: the ") and "became" in line and "marked failed" in line, err
+    run_dir = tmp_path / "results/runs" / RUN.format(epochs=2)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["final_error"] is None and "became" in summary["reason"]
+    ckpt = runfiles.load_checkpoint(run_dir / "last.pt")
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
+    again = start(tmp_path, "epochs=2", "optim.base_lr=1e12", "checkpoint_steps=1")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and "already failed" in out + err
+
+
+def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    runfiles.write_json(path, {"status": "complete", "final_error": 24.1})
+
+    def killed(fd):
+        raise KeyboardInterrupt  # the process dies between writing and renaming
+
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runfiles.write_json(path, {"status": "complete", "final_error": 99.9})
+    assert json.loads(path.read_text())["final_error"] == 24.1
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"], "no temp file left behind"
+
+
+def test_a_truncated_summary_counts_as_unfinished_and_a_truncated_checkpoint_is_named(tmp_path):
+    (tmp_path / "summary.json").write_text('{"status": "compl')
+    assert read_summary(tmp_path) is None
+    assert previous_state(tmp_path, {}).summary is None
+    runfiles.save_checkpoint(tmp_path / "last.pt", {"w": torch.ones(1000)})
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="last.pt cannot be loaded .*delete it to restart"):
+        previous_state(tmp_path, {})
+
+
+def test_a_run_folder_with_other_settings_is_refused_naming_the_keys(tmp_path):
+    old = {"batch": 2, "optim": {"base_lr": 0.1}, "progress": True, "data": {"name": "digits", "num_workers": 0}}
+    (tmp_path / "config.yaml").write_text(json.dumps(old))  # JSON is YAML
+    new = {"batch": 2, "optim": {"base_lr": 0.2}, "progress": False, "data": {"name": "digits", "num_workers": 4}}
+    with pytest.raises(ConfigError, match=r"optim.base_lr \(0.1 -> 0.2\)"):
+        previous_state(tmp_path, new)
+    assert settings_diff(old, {**old, "progress": False}) == []
+    assert previous_state(tmp_path, {**old, "progress": False}).checkpoint is None
