@@ -184,3 +184,27 @@ def test_skip_bad_replaces_and_counts(tmp_path):
     assert sizes == [3, 3]  # full steps: the bad image is replaced, not dropped
     assert [len(t) for _, t in val] == [2]
     assert splits.skipped_images == 2
+
+
+@pytest.mark.parametrize("name,cls", [("cifar10", "CIFAR10"), ("pets", "OxfordIIITPet"), ("imagenette", "Imagenette")])
+def test_failed_download_is_one_line(tmp_path, monkeypatch, name, cls):
+    from urllib.error import URLError
+
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(getattr(torchvision.datasets, cls), "__init__", offline)  # never touch the network
+    with pytest.raises(DataError, match=f"data={name} data.download=true failed .URLError") as err:
+        build_datasets(data_cfg(name, tmp_path / "new", download=True))
+    assert "check the connection, or extract" in one_line(err)
+
+
+def test_sample_paths_pickle_for_spawned_workers(tmp_path):
+    import pickle
+
+    fake.make_pets(tmp_path)
+    splits = build_datasets(data_cfg("pets", tmp_path))
+    path_of = pickle.loads(pickle.dumps(splits.train.path_of))
+    assert path_of(0).name == "Abyssinian_1.jpg"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import struct
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gnrepro.norms import ConfigError
@@ -115,12 +117,19 @@ def build_loaders(splits: DataSplits, cfg, images_per_step: int, eval_batch: int
     return train, val
 
 
+# What PIL raises on a bad, truncated or hostile file (UnidentifiedImageError is an OSError; some
+# broken PNG/GIF chunks raise SyntaxError or struct.error). Transform bugs are not caught.
+UNREADABLE = (OSError, SyntaxError, struct.error, Image.DecompressionBombError)
+
+
 class ImageFiles(Dataset):
     """Wraps a torchvision image data set so that an unreadable file becomes a one-line error
     naming it, or (``skip_bad``) is replaced by the next readable image and counted.
 
     Replacing rather than dropping keeps every training step at exactly ``batch * workers`` images,
-    which the per-worker BN split needs. ``path_of(i)`` gives the file behind sample ``i``.
+    which the per-worker BN split needs. ``path_of(i)`` gives the file behind sample ``i``; it must
+    be picklable (a module-level function or a partial of one), since DataLoader workers started
+    with "spawn" (macOS, Windows) receive the data set pickled.
     """
 
     MAX_SKIPS = 100  # consecutive unreadable files before giving up: the copy is broken, not one file
@@ -139,7 +148,7 @@ class ImageFiles(Dataset):
             i = (index + attempt) % len(self.dataset)
             try:
                 return self.dataset[i]
-            except (OSError, ValueError, SyntaxError) as err:  # what PIL raises on bad or truncated files
+            except UNREADABLE as err:
                 path = self.path_of(i)
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 if not self.skip_bad:

@@ -20,6 +20,7 @@ how to get it) before torchvision's own, often multi-line or download-suggesting
 from __future__ import annotations
 
 import pickle
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -106,7 +107,30 @@ def _image_folder(folder: Path, cfg, split: str, transform, how: str, **kwargs):
 
 
 def _wrap(dataset, path_of, cfg, counter):
-    return ImageFiles(dataset, path_of, bool(cfg.get("skip_bad", False)), counter)
+    return ImageFiles(dataset, partial(path_of, dataset), bool(cfg.get("skip_bad", False)), counter)
+
+
+# The file behind sample i, per torchvision class (module-level so that they pickle).
+def _folder_path(ds, i):
+    return ds.samples[i][0]
+
+
+def _imagenette_path(ds, i):
+    return ds._samples[i][0]
+
+
+def _pets_path(ds, i):
+    return ds._images[i]
+
+
+def _download(cfg, make, manual: str) -> None:
+    """Run torchvision's downloader; a network or checksum failure becomes one line."""
+    try:
+        make()
+    except Exception as err:  # URLError, checksum RuntimeError, disk full ...: all end the same way
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"data={cfg.name} data.download=true failed ({type(err).__name__}: {reason}); "
+                        f"check the connection, or {manual}") from None
 
 
 def _no_download(cfg, what: str):
@@ -135,8 +159,8 @@ def build_imagenet(cfg) -> DataSplits:
                         f"they must be the same (differing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
     counter = new_counter()
     return DataSplits(
-        train=_wrap(train, lambda i: train.samples[i][0], cfg, counter),
-        val=_wrap(val, lambda i: val.samples[i][0], cfg, counter),
+        train=_wrap(train, _folder_path, cfg, counter),
+        val=_wrap(val, _folder_path, cfg, counter),
         num_classes=len(train.classes), in_channels=3, classes=list(train.classes), skipped=counter,
     )
 
@@ -149,13 +173,13 @@ def build_imagenette(cfg) -> DataSplits:
         raise DataError(f"data.size must be one of {', '.join(IMAGENETTE_SIZES)}, got {cfg.size!r}")
     folder = IMAGENETTE_SIZES[cfg.size]
     expected = f"{folder}/train/<wnid>/*.JPEG and {folder}/val/<wnid>/*.JPEG"
-    how = (f"add data.download=true to fetch it with torchvision, or extract "
-           f"https://s3.amazonaws.com/fast-ai-imageclas/{folder}.tgz into data.root")
+    manual = f"extract https://s3.amazonaws.com/fast-ai-imageclas/{folder}.tgz into data.root"
+    how = f"add data.download=true to fetch it with torchvision, or {manual}"
     if cfg.get("download") and _root_value(cfg) is not None:
         Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
     root = _root(cfg, expected, how)
     if cfg.get("download"):
-        datasets.Imagenette(str(root), split="train", size=cfg.size, download=True)
+        _download(cfg, lambda: datasets.Imagenette(str(root), split="train", size=cfg.size, download=True), manual)
     base = root / folder
     if not base.is_dir():
         raise DataError(f"{base} does not exist; data=imagenette data.size={cfg.size} expects {expected} "
@@ -174,14 +198,15 @@ def build_imagenette(cfg) -> DataSplits:
         raise DataError(f"{base}: train/ and val/ have different class folders; re-extract {folder}.tgz")
     counter = new_counter()
     return DataSplits(
-        train=_wrap(train, lambda i: train._samples[i][0], cfg, counter),
-        val=_wrap(val, lambda i: val._samples[i][0], cfg, counter),
+        train=_wrap(train, _imagenette_path, cfg, counter),
+        val=_wrap(val, _imagenette_path, cfg, counter),
         num_classes=len(train.wnids), in_channels=3, classes=list(train.wnids), skipped=counter,
     )
 
 
-PETS_HOW = ("add data.download=true to fetch it with torchvision, or extract images.tar.gz and "
-            "annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ into DIR/oxford-iiit-pet/")
+PETS_MANUAL = ("extract images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ "
+               "into DIR/oxford-iiit-pet/")
+PETS_HOW = f"add data.download=true to fetch it with torchvision, or {PETS_MANUAL}"
 
 
 def build_pets(cfg) -> DataSplits:
@@ -192,7 +217,7 @@ def build_pets(cfg) -> DataSplits:
     if root.name == "oxford-iiit-pet" and (root / "images").is_dir():
         root = root.parent  # pointed at the data set folder itself; torchvision wants its parent
     if cfg.get("download"):
-        datasets.OxfordIIITPet(str(root), split="trainval", download=True)
+        _download(cfg, lambda: datasets.OxfordIIITPet(str(root), split="trainval", download=True), PETS_MANUAL)
     base = root / "oxford-iiit-pet"
     for need in (base / "images", base / "annotations" / "trainval.txt", base / "annotations" / "test.txt"):
         if not need.exists():
@@ -211,8 +236,8 @@ def build_pets(cfg) -> DataSplits:
                         f"re-extract annotations.tar.gz")
     counter = new_counter()
     return DataSplits(
-        train=_wrap(train, lambda i: train._images[i], cfg, counter),
-        val=_wrap(val, lambda i: val._images[i], cfg, counter),
+        train=_wrap(train, _pets_path, cfg, counter),
+        val=_wrap(val, _pets_path, cfg, counter),
         num_classes=num_classes, in_channels=3, classes=list(train.classes), skipped=counter,
     )
 
@@ -246,12 +271,14 @@ def build_cifar(cfg) -> DataSplits:
     real, ours = {"cifar10": (datasets.CIFAR10, _CIFAR10), "cifar100": (datasets.CIFAR100, _CIFAR100)}[cfg.name]
     files = [name for name, _ in real.train_list + real.test_list] + [real.meta["filename"]]
     expected = f"{real.base_folder}/ with {', '.join(files)} (the python version)"
-    how = f"add data.download=true to fetch it with torchvision, or extract {real.url} into data.root"
+    manual = f"extract {real.url} into data.root"
+    how = f"add data.download=true to fetch it with torchvision, or {manual}"
     if cfg.get("download") and _root_value(cfg) is not None:
         Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
     root = _root(cfg, expected, how)
     if cfg.get("download"):
-        real(str(root), train=True, download=True)  # downloads, checks the archive's MD5 and extracts
+        # downloads, checks the archive's MD5 and extracts both splits
+        _download(cfg, lambda: real(str(root), train=True, download=True), manual)
     base = root / real.base_folder
     missing = [name for name in files if not (base / name).is_file()]
     if missing:
