@@ -108,6 +108,14 @@ def test_imagenet_flat_val_points_to_the_sort_script(tmp_path):
     assert "flat layout" in text and "scripts/sort_imagenet_val.py" in text and "6 images" in text
 
 
+def test_imagenet_half_sorted_val_is_refused(tmp_path):
+    fake.make_imagenet(tmp_path)
+    (tmp_path / "val" / "n01440764" / "ILSVRC2012_val_00000001.JPEG").rename(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(DataError, match="holds 1 images beside its class folders") as err:
+        build_datasets(data_cfg("imagenet", tmp_path))
+    assert "sort_imagenet_val.py" in one_line(err)
+
+
 def test_empty_class_folder_is_one_line(tmp_path):
     fake.make_imagenet(tmp_path)
     (tmp_path / "train" / "n09999999").mkdir()

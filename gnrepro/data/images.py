@@ -100,6 +100,11 @@ def _image_folder(folder: Path, cfg, split: str, transform, how: str, **kwargs):
                 f"python scripts/sort_imagenet_val.py {folder} --devkit DIR/ILSVRC2012_devkit_t12"
             )
         raise DataError(f"{folder} has no class folders; data={cfg.name} expects {split}/<class>/<images>; {how}")
+    if cfg.name == "imagenet" and split == "val":
+        loose = sum(1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if loose:  # a sort that stopped half-way: those images would silently drop out of the evaluation
+            raise DataError(f"{folder} holds {loose} images beside its class folders (a half-done sort); finish it with "
+                            f"python scripts/sort_imagenet_val.py {folder} --devkit DIR/ILSVRC2012_devkit_t12")
     try:
         return datasets.ImageFolder(str(folder), transform=transform, **kwargs)
     except FileNotFoundError as err:  # "Found no valid file for the classes ..." (empty class folders)
