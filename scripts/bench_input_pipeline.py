@@ -79,6 +79,11 @@ def model_rate(model, shape, num_classes: int, device, steps: int, warmup: int =
     return steps * shape[0] / (time.perf_counter() - start)
 
 
+def _fmt(rate: float) -> str:
+    """At least three significant digits, never an exponent (CPU model rates are below 1)."""
+    return f"{rate:.1f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fake-images", type=int, default=0,
@@ -113,8 +118,8 @@ def main(argv=None) -> int:
     workers = cfg.data.get("num_workers", 0)
     print(f"data={cfg.data.name}  batch={cfg.batch}  tensor {list(shape)}  data.num_workers={workers}  "
           f"cpu cores={os.cpu_count()}  torch threads={torch.get_num_threads()}")
-    print(f"input pipeline : {in_rate:8.1f} images/s  ({seen} images, train loader alone)")
-    print(f"model ({cfg.model.name}, {cfg.norm.name}, {device}) : {out_rate:8.1f} images/s  (train steps on synthetic tensors)")
+    print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone)")
+    print(f"model ({cfg.model.name}, {cfg.norm.name}, {device}) : {_fmt(out_rate):>8} images/s  (train steps on synthetic tensors)")
     verdict = "keeps up" if in_rate >= out_rate else "is the bottleneck: raise data.num_workers"
     print(f"ratio pipeline/model = {in_rate / out_rate:.2f}  (the input pipeline {verdict})")
     return 0
