@@ -16,11 +16,13 @@ def norm_factory(norm_cfg, workers: int):
     return partial(build_norm, norm_cfg["name"], **options)
 
 
-def build_model(cfg, num_classes: int, in_channels: int) -> ResNet:
+def build_model(cfg, num_classes: int, in_channels: int, workers: int | None = None) -> ResNet:
+    """The configured ResNet; ``workers`` is how many BN workers this process hosts (all of
+    ``cfg.workers`` on one process)."""
     conv_options = {k: v for k, v in cfg.conv.items() if k != "name"}
     return ResNet(
         depth=cfg.model.depth,
-        norm=norm_factory(cfg.norm, cfg.workers),
+        norm=norm_factory(cfg.norm, cfg.workers if workers is None else workers),
         conv=build_conv(cfg.conv.name, **conv_options),
         num_classes=num_classes,
         in_channels=in_channels,

@@ -23,6 +23,7 @@ log = logging.getLogger("gnrepro")
 RUNTIME_KEYS = (
     "progress", "device", "eval_batch", "debug", "results_dir", "checkpoint_steps", "logger",
     "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
+    "data.prefetch_factor",
 )
 
 

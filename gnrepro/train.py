@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -26,11 +27,14 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Subset
 
 from gnrepro import runfiles
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
 from gnrepro.data import build_datasets, build_loaders, limit_train
+from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, init_processes, shutdown,
+                                 step_share, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
 from gnrepro.loggers import build_logger
 from gnrepro.norms import ConfigError
@@ -55,13 +59,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def rng_state() -> dict:
-    """Every random stream a run draws from, in a form ``torch.load(weights_only=True)`` accepts."""
+    """Every random stream a run draws from, as plain lists and numbers: loadable with
+    ``torch.load(weights_only=True)`` and exchangeable between processes."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
     }
 
 
@@ -69,16 +74,25 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def combine_train(stats: dict, procs: Processes) -> dict:
+    """One epoch's training statistics over all processes (each saw its share of every step)."""
+    loss_sum, wrong, seen = sum_over_processes(
+        [stats["train_loss"] * stats["train_images"], stats["train_error"] * stats["train_images"] / 100,
+         stats["train_images"]], procs)
+    return {**stats, "train_loss": loss_sum / seen, "train_error": 100.0 * wrong / seen, "train_images": int(seen)}
+
+
+def combine_eval(stats: dict, images: int, procs: Processes) -> dict:
+    """Validation statistics over all processes' shards of the val split."""
+    loss_sum, wrong, seen = sum_over_processes(
+        [stats["val_loss"] * images, stats["val_error"] * images / 100, images], procs)
+    return {"val_loss": loss_sum / seen, "val_error": 100.0 * wrong / seen}
 
 
 def final_error(val_errors: list[float], last: int) -> float:
@@ -132,50 +146,81 @@ def all_finite(module: torch.nn.Module) -> bool:
 
 
 def train_run(cfg: DictConfig, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals) -> dict:
-    run_dir.mkdir(parents=True, exist_ok=True)
+    procs, device = init_processes(cfg.device)
+    try:
+        return train_processes(cfg, run_dir, resolved, state, signals, procs, device)
+    finally:
+        shutdown(procs)
+
+
+def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals,
+                    procs: Processes, device: torch.device) -> dict:
+    """The run loop, as one of ``procs.world_size`` processes; only the first writes files."""
+    main_process = procs.is_main
+    if not main_process:
+        log.setLevel(logging.WARNING)
+    local_workers = workers_per_process(cfg.workers, procs)
+    if cfg.norm.name == "bn" and cfg.norm.get("sync") and procs.distributed and device.type != "cuda":
+        raise ConfigError("norm.sync=true across processes needs CUDA devices (SyncBatchNorm); drop it on CPU")
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
-    device = resolve_device(cfg.device)
     splits = build_datasets(cfg.data)
     images_per_step = cfg.batch * cfg.workers
     limit_train(splits, cfg.data, images_per_step)
-    sampler = StepBatchSampler(len(splits.train), images_per_step, cfg.seed)
+    sampler = StepBatchSampler(len(splits.train), images_per_step, cfg.seed,
+                               share=step_share(cfg.batch, cfg.workers, procs))
+    if procs.distributed:  # each process evaluates every world_size-th image; the sums are combined
+        splits.val = Subset(splits.val, range(procs.rank, len(splits.val), procs.world_size))
     train_loader, val_loader = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
-    model = build_model(cfg, splits.num_classes, splits.in_channels).to(device)
-    optimizer, lr = build_optimizer(model, cfg.optim, cfg.batch)
+    core = build_model(cfg, splits.num_classes, splits.in_channels, workers=local_workers).to(device)
+    if procs.rank > 0:  # identical weights everywhere, but each process its own augmentation stream
+        seed_everything(cfg.seed + 1_000_003 * procs.rank, cfg.deterministic)
+    model = wrap(core, procs, device)
+    optimizer, lr = build_optimizer(core, cfg.optim, cfg.batch)
     scheduler = build_scheduler(optimizer, cfg.optim, lr, sampler.steps_per_epoch, cfg.epochs)
 
     history: list[dict] = []
     epoch, meter, epoch_lr = 1, None, lr
     if state.checkpoint is not None:
         ckpt = state.checkpoint
-        model.load_state_dict(ckpt["model"])
+        core.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, epoch, epoch_lr = ckpt["history"], ckpt["next_epoch"], ckpt["epoch_lr"]
         meter = EpochMeter(**ckpt["meter"]) if ckpt["meter"] else None
-        set_rng_state(ckpt["rng"])
+        if len(ckpt["rng"]) == procs.world_size:
+            set_rng_state(ckpt["rng"][procs.rank])
+        else:
+            log.warning("the checkpoint holds random states for %d processes, not %d: data augmentation "
+                        "continues from fresh streams", len(ckpt["rng"]), procs.world_size)
         log.info("resuming %s at epoch %d, step %d", run_dir, epoch, meter.steps if meter else 0)
 
-    runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    if main_process:
+        runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     name = str(run_dir.relative_to(run_dir.parents[1]))
-    logger = build_logger(cfg.logger, run_dir, name, resolved)
-    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d), lr %.4g, on %s",
-             name, len(splits.train), len(splits.val), sampler.steps_per_epoch, images_per_step,
-             cfg.workers, cfg.batch, lr, device)
+    logger = build_logger(cfg.logger if main_process else OmegaConf.create({"name": "none"}), run_dir, name, resolved)
+    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d) on %d process(es), "
+             "lr %.4g, on %s", name, len(splits.train), len(splits.val) * procs.world_size, sampler.steps_per_epoch,
+             images_per_step, cfg.workers, cfg.batch, procs.world_size, lr, device)
 
     def save(next_epoch: int, partial: EpochMeter | None) -> None:
-        if not all_finite(model):  # never replace the last good checkpoint with a diverged one
+        """Checkpoint (every process takes part; the first writes)."""
+        average_bn_buffers(core, procs)
+        if not all_finite(core):  # never replace the last good checkpoint with a diverged one
             raise DivergedError(f"the weights became non-finite at epoch {epoch}, step {partial.steps if partial else 0}")
-        runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
-            "next_epoch": next_epoch, "meter": partial.state_dict() if partial else None, "epoch_lr": epoch_lr,
-            "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng_state(), "config": resolved,
-        })
+        rngs = gather(rng_state(), procs)
+        if main_process:
+            runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
+                "next_epoch": next_epoch, "meter": partial.state_dict() if partial else None, "epoch_lr": epoch_lr,
+                "history": history, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rngs, "config": resolved,
+            })
 
     def on_step(m: EpochMeter) -> None:
-        if signals.received is not None:
+        if any_process(signals.received is not None, procs):
             save(epoch, m)
-            raise Preempted(signals.received, epoch, m.steps)
+            raise Preempted(signals.received or signal.SIGTERM, epoch, m.steps)
         if cfg.checkpoint_steps and m.steps % cfg.checkpoint_steps == 0:
             save(epoch, m)
 
@@ -185,14 +230,17 @@ def train_run(cfg: DictConfig, run_dir: Path, resolved: dict, state: RunState, s
             if meter is None:
                 epoch_lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, "lr": epoch_lr}
-            row.update(train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
-                                       progress=cfg.progress, meter=meter, on_step=on_step))
+            row.update(combine_train(train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
+                                                     progress=cfg.progress and main_process, meter=meter,
+                                                     on_step=on_step), procs))
             eval_start = time.perf_counter()
-            row.update(evaluate(model, val_loader, device))
+            average_bn_buffers(core, procs)
+            row.update(combine_eval(evaluate(core, val_loader, device), len(splits.val), procs))
             row["epoch_seconds"] = row["train_seconds"] + time.perf_counter() - eval_start
             row["images_per_s"] = row["train_images"] / row["train_seconds"]
             history.append(row)
-            runfiles.write_jsonl(run_dir / runfiles.METRICS, history)
+            if main_process:
+                runfiles.write_jsonl(run_dir / runfiles.METRICS, history)
             logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
             epoch, meter = epoch + 1, None
             save(epoch, None)
@@ -200,13 +248,18 @@ def train_run(cfg: DictConfig, run_dir: Path, resolved: dict, state: RunState, s
                      row["epoch"], cfg.epochs, row["lr"], row["train_loss"], row["train_error"],
                      row["val_error"], row["images_per_s"])
     except DivergedError as err:
-        runfiles.write_json(run_dir / runfiles.SUMMARY, summarize(cfg, history, "failed", device, lr=lr, reason=str(err)))
+        failed = summarize(cfg, history, "failed", device, lr=lr, reason=str(err),
+                           skipped_images=splits.skipped_images, processes=procs.world_size)
+        if main_process:
+            runfiles.write_json(run_dir / runfiles.SUMMARY, failed)
         logger.finish()
         raise DivergedError(f"{err}; run marked failed, last good checkpoint kept in {run_dir}; "
                             f"lower optim.base_lr or check the data") from err
 
-    summary = summarize(cfg, history, "complete", device, lr=lr)
-    runfiles.write_json(run_dir / runfiles.SUMMARY, summary)
+    summary = summarize(cfg, history, "complete", device, lr=lr, skipped_images=splits.skipped_images,
+                        processes=procs.world_size)
+    if main_process:
+        runfiles.write_json(run_dir / runfiles.SUMMARY, summary)
     logger.finish()
     log.info("final error (median of last %d epochs): %.2f%%  -> %s",
              summary["final_epochs"], summary["final_error"], run_dir)

@@ -1,13 +1,47 @@
 """Data sets, keyed by ``data.name``: each builder returns the train/val splits and what the model
-needs to know about them (classes, input channels, whether to use the low-resolution stem)."""
+needs to know about them (classes, input channels), and ``build_loaders`` turns them into the
+DataLoaders the trainer iterates.
+
+The builders live in ``digits.py`` (the embedded default) and ``images.py`` (ImageNet, Oxford-IIIT
+Pets, CIFAR-10/100, Imagenette on disk). Every loader checks its root before touching torchvision
+so that a missing or malformed copy fails with one line (a ``DataError``) saying what was expected
+where and how to get it. An unreadable image found while training raises a ``BadImageError``
+naming the file (or, with ``data.skip_bad=true``, is replaced by the next readable image and
+counted), also as one line, even when it happens inside a DataLoader worker process.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import multiprocessing
+import struct
+from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gnrepro.norms import ConfigError
+
+log = logging.getLogger("gnrepro")
+
+
+class DataError(ConfigError):
+    """A data set that is missing or not in the expected layout: one line, what was expected where
+    and how to get it. A ConfigError, so the trainer prints it as ``gnrepro: error: ...`` (exit 2)."""
+
+    def __init__(self, message: str = ""):
+        # A DataLoader worker re-raises our exception in the main process as
+        # ``type(err)("Caught X in DataLoader worker process N.\nOriginal Traceback ...\nX: <message>")``
+        # (torch/_utils.py, ExceptionWrapper.reraise). Keep only our own last line, so the user
+        # still sees one line naming the file, not a worker traceback.
+        if "\nOriginal Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+
+
+class BadImageError(DataError):
+    """An image file that cannot be decoded."""
 
 
 @dataclass
@@ -16,24 +50,54 @@ class DataSplits:
     val: Dataset
     num_classes: int
     in_channels: int
+    classes: list[str] | None = None  # class names (or folder names), when the data set has them
+    # Shared across DataLoader worker processes: how many unreadable images were skipped
+    # (only with data.skip_bad=true); None for data sets that cannot have unreadable files.
+    skipped: object | None = field(default=None, repr=False)
+
+    @property
+    def skipped_images(self) -> int:
+        return 0 if self.skipped is None else int(self.skipped.value)
 
 
 def build_datasets(cfg) -> DataSplits:
     """Build the splits for the data config ``cfg`` (the ``data`` group)."""
-    from gnrepro.data import digits
+    from gnrepro.data import digits, images
 
-    builders = {"digits": digits.build}
+    builders = {"digits": digits.build, **images.BUILDERS}
     if cfg.name not in builders:
         raise ConfigError(f"unknown data set {cfg.name!r}; choose one of {', '.join(sorted(builders))}")
     return builders[cfg.name](cfg)
 
 
+def loader_options(cfg) -> dict:
+    """DataLoader settings from the data config, with defaults that keep a GPU fed.
+
+    ``pin_memory: auto`` pins only when CUDA is present (pinning is wasted work on CPU);
+    ``persistent_workers`` keeps worker processes (and their file handles) alive across epochs,
+    which only applies when ``num_workers > 0``.
+    """
+    workers = cfg.get("num_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"data.num_workers must be a non-negative integer, got {workers!r}; set e.g. data.num_workers=4")
+    pin = cfg.get("pin_memory", "auto")
+    if pin == "auto":
+        pin = torch.cuda.is_available()
+    elif not isinstance(pin, bool):
+        raise ConfigError(f"data.pin_memory must be auto, true or false, got {pin!r}")
+    options = dict(num_workers=workers, pin_memory=pin)
+    if workers > 0:
+        options["persistent_workers"] = bool(cfg.get("persistent_workers", True))
+        prefetch = cfg.get("prefetch_factor")
+        if prefetch is not None:
+            options["prefetch_factor"] = prefetch
+    return options
+
+
 def build_loaders(splits: DataSplits, cfg, batch_sampler, eval_batch: int):
     """Train loader driven by ``batch_sampler`` (one list of indices per optimizer step, see
     gnrepro.sampling) and a sequential val loader."""
-    common = dict(num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
-    if cfg.num_workers > 0:
-        common["persistent_workers"] = True
+    common = loader_options(cfg)
     train = DataLoader(splits.train, batch_sampler=batch_sampler, **common)
     val = DataLoader(splits.val, batch_size=eval_batch, shuffle=False, **common)
     return train, val
@@ -50,3 +114,62 @@ def limit_train(splits: DataSplits, cfg, images_per_step: int) -> None:
             f"one step needs batch*workers = {images_per_step} images but the train split has only "
             f"{len(splits.train)}; lower batch or workers"
         )
+
+
+# What PIL raises on a bad, truncated or hostile file (UnidentifiedImageError is an OSError; some
+# broken PNG/GIF chunks raise SyntaxError or struct.error). Transform bugs are not caught.
+UNREADABLE = (OSError, SyntaxError, struct.error, Image.DecompressionBombError)
+
+
+class ImageFiles(Dataset):
+    """Wraps a torchvision image data set so that an unreadable file becomes a one-line error
+    naming it, or (``skip_bad``) is replaced by the next readable image and counted.
+
+    Replacing rather than dropping keeps every training step at exactly ``batch * workers`` images,
+    which the per-worker BN split needs. ``path_of(i)`` gives the file behind sample ``i``; it must
+    be picklable (a module-level function or a partial of one), since DataLoader workers started
+    with "spawn" (macOS, Windows) receive the data set pickled.
+    """
+
+    MAX_SKIPS = 100  # consecutive unreadable files before giving up: the copy is broken, not one file
+
+    def __init__(self, dataset: Dataset, path_of, skip_bad: bool, counter=None):
+        self.dataset = dataset
+        self.path_of = path_of
+        self.skip_bad = skip_bad
+        self.counter = counter
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        for attempt in range(self.MAX_SKIPS):
+            i = (index + attempt) % len(self.dataset)
+            try:
+                return self.dataset[i]
+            except UNREADABLE as err:
+                path = self.path_of(i)
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                if not self.skip_bad:
+                    raise BadImageError(
+                        f"cannot read image {path} ({reason}); delete or replace it, "
+                        f"or set data.skip_bad=true to skip unreadable images"
+                    ) from None
+                total = self._count()
+                log.warning("skipped unreadable image %s (%s); %d skipped so far", path, reason, total)
+        raise BadImageError(
+            f"{self.MAX_SKIPS} unreadable images in a row from {self.path_of(index)} on; "
+            f"the data set copy looks broken, re-extract it"
+        )
+
+    def _count(self) -> int:
+        if self.counter is None:
+            return 0
+        with self.counter.get_lock():
+            self.counter.value += 1
+            return self.counter.value
+
+
+def new_counter():
+    """A skip counter shared with DataLoader worker processes (they inherit it when started)."""
+    return multiprocessing.get_context().Value("i", 0)

@@ -1,0 +1,310 @@
+"""The paper's data set and its proxies on disk, read with torchvision's data sets and transforms.
+
+* ``imagenet``: ILSVRC-2012 in the ImageFolder layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``).
+  Transforms of the paper (Sec. 4.1; PROTOCOL.md): training uses scale and aspect-ratio
+  augmentation (RandomResizedCrop 224) and a horizontal flip; evaluation resizes the shorter side
+  to 256 and takes the single center 224x224 crop. Normalized with ImageNet's mean/std.
+* ``pets``: Oxford-IIIT Pets in torchvision's layout (``oxford-iiit-pet/images/*.jpg``,
+  ``oxford-iiit-pet/annotations/{trainval,test}.txt``), 37 breeds, the official trainval/test split,
+  the ImageNet transforms at a configurable size.
+* ``imagenette``: fast.ai's 10-class ImageNet subset in torchvision's layout
+  (``imagenette2[-320|-160]/{train,val}/<wnid>/*.JPEG``), the ImageNet transforms.
+* ``cifar10`` / ``cifar100``: torchvision's python pickles (``cifar-10-batches-py/``,
+  ``cifar-100-python/``); 32x32 images, so the standard CIFAR augmentation (pad 4 + random 32 crop
+  + flip) and the low-resolution stem (``small_input: true``).
+
+Each builder checks the root first and raises a one-line ``DataError`` (what was expected where,
+how to get it) before torchvision's own, often multi-line or download-suggesting, exceptions.
+``data.download=true`` uses torchvision's downloaders where they exist (not for ImageNet).
+"""
+from __future__ import annotations
+
+import pickle
+from functools import partial
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from gnrepro.data import DataError, DataSplits, ImageFiles, new_counter
+
+
+# ---------------------------------------------------------------------------------------- transforms
+
+def _to_tensor(mean, std) -> list:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def imagenet_transforms(cfg):
+    """The paper's train and eval transforms (Sec. 4.1) at the sizes in ``cfg``."""
+    train = v2.Compose([
+        v2.RandomResizedCrop(cfg.train_crop, antialias=True),  # scale (8%-100%) and aspect (3/4-4/3) augmentation
+        v2.RandomHorizontalFlip(),
+        *_to_tensor(cfg.mean, cfg.std),
+    ])
+    val = v2.Compose([
+        v2.Resize(cfg.eval_resize, antialias=True),  # an int resizes the shorter side, keeping the aspect ratio
+        v2.CenterCrop(cfg.eval_crop),
+        *_to_tensor(cfg.mean, cfg.std),
+    ])
+    return train, val
+
+
+def cifar_transforms(cfg):
+    """Pad-and-crop plus flip for training (the usual CIFAR augmentation); nothing but
+    normalization for evaluation, since the images are already at the model's resolution."""
+    train = v2.Compose([
+        v2.RandomCrop(cfg.train_crop, padding=cfg.crop_padding),
+        v2.RandomHorizontalFlip(),
+        *_to_tensor(cfg.mean, cfg.std),
+    ])
+    val = v2.Compose(_to_tensor(cfg.mean, cfg.std))
+    return train, val
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+def _root_value(cfg):
+    """``data.root`` as given, or None when unset (``???`` in the config)."""
+    if OmegaConf.is_config(cfg) and OmegaConf.is_missing(cfg, "root"):
+        return None
+    root = cfg.get("root")
+    return None if root in (None, "", "???") else root
+
+
+def _root(cfg, expected: str, how: str) -> Path:
+    root = _root_value(cfg)
+    if root is None:
+        raise DataError(f"data={cfg.name} needs data.root=DIR: {expected}; {how}")
+    root = Path(str(root)).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root={root} does not exist; data={cfg.name} expects {expected} there; {how}")
+    return root
+
+
+def _image_folder(folder: Path, cfg, split: str, transform, how: str, **kwargs):
+    """torchvision's ImageFolder on ``folder`` with its errors turned into one line."""
+    if not folder.is_dir():
+        raise DataError(f"{folder} does not exist; data={cfg.name} expects {split}/<class>/<images> "
+                        f"under data.root; {how}")
+    subdirs = [p for p in folder.iterdir() if p.is_dir()]
+    if not subdirs:
+        flat = [p for p in folder.iterdir() if p.suffix.lower() in IMG_EXTENSIONS]
+        if flat and cfg.name == "imagenet" and split == "val":
+            raise DataError(
+                f"{folder} holds {len(flat)} images but no class folders: the flat layout of the original "
+                f"ILSVRC2012_img_val.tar; sort it into val/<wnid>/ with "
+                f"python scripts/sort_imagenet_val.py {folder} --devkit DIR/ILSVRC2012_devkit_t12"
+            )
+        raise DataError(f"{folder} has no class folders; data={cfg.name} expects {split}/<class>/<images>; {how}")
+    if cfg.name == "imagenet" and split == "val":
+        loose = sum(1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if loose:  # a sort that stopped half-way: those images would silently drop out of the evaluation
+            raise DataError(f"{folder} holds {loose} images beside its class folders (a half-done sort); finish it with "
+                            f"python scripts/sort_imagenet_val.py {folder} --devkit DIR/ILSVRC2012_devkit_t12")
+    try:
+        return datasets.ImageFolder(str(folder), transform=transform, **kwargs)
+    except FileNotFoundError as err:  # "Found no valid file for the classes ..." (empty class folders)
+        raise DataError(f"{folder}: {str(err).splitlines()[0]}; every class folder needs at least one image") from None
+
+
+def _wrap(dataset, path_of, cfg, counter):
+    return ImageFiles(dataset, partial(path_of, dataset), bool(cfg.get("skip_bad", False)), counter)
+
+
+# The file behind sample i, per torchvision class (module-level so that they pickle).
+def _folder_path(ds, i):
+    return ds.samples[i][0]
+
+
+def _imagenette_path(ds, i):
+    return ds._samples[i][0]
+
+
+def _pets_path(ds, i):
+    return ds._images[i]
+
+
+def _download(cfg, make, manual: str) -> None:
+    """Run torchvision's downloader; a network or checksum failure becomes one line."""
+    try:
+        make()
+    except Exception as err:  # URLError, checksum RuntimeError, disk full ...: all end the same way
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"data={cfg.name} data.download=true failed ({type(err).__name__}: {reason}); "
+                        f"check the connection, or {manual}") from None
+
+
+def _no_download(cfg, what: str):
+    if cfg.get("download"):
+        raise DataError(f"data={cfg.name} cannot be downloaded automatically: {what}")
+
+
+# ------------------------------------------------------------------------------------------ builders
+
+IMAGENET_HOW = ("get ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz "
+                "from https://image-net.org/download, extract train/ per class, "
+                "and sort val/ with scripts/sort_imagenet_val.py (see README, Data sets)")
+
+
+def build_imagenet(cfg) -> DataSplits:
+    expected = "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageFolder layout)"
+    if cfg.get("download") and (_root_value(cfg) is None or not Path(str(cfg.root)).expanduser().is_dir()):
+        _no_download(cfg, f"ImageNet needs a login; {IMAGENET_HOW}")
+    root = _root(cfg, expected, IMAGENET_HOW)
+    train_tf, val_tf = imagenet_transforms(cfg)
+    train = _image_folder(root / "train", cfg, "train", train_tf, IMAGENET_HOW)
+    val = _image_folder(root / "val", cfg, "val", val_tf, IMAGENET_HOW)
+    if val.classes != train.classes:
+        missing = sorted(set(train.classes) ^ set(val.classes))
+        raise DataError(f"{root}: train/ has {len(train.classes)} class folders and val/ has {len(val.classes)}; "
+                        f"they must be the same (differing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    counter = new_counter()
+    return DataSplits(
+        train=_wrap(train, _folder_path, cfg, counter),
+        val=_wrap(val, _folder_path, cfg, counter),
+        num_classes=len(train.classes), in_channels=3, classes=list(train.classes), skipped=counter,
+    )
+
+
+IMAGENETTE_SIZES = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
+
+
+def build_imagenette(cfg) -> DataSplits:
+    if cfg.size not in IMAGENETTE_SIZES:
+        raise DataError(f"data.size must be one of {', '.join(IMAGENETTE_SIZES)}, got {cfg.size!r}")
+    folder = IMAGENETTE_SIZES[cfg.size]
+    expected = f"{folder}/train/<wnid>/*.JPEG and {folder}/val/<wnid>/*.JPEG"
+    manual = f"extract https://s3.amazonaws.com/fast-ai-imageclas/{folder}.tgz into data.root"
+    how = f"add data.download=true to fetch it with torchvision, or {manual}"
+    if cfg.get("download") and _root_value(cfg) is not None:
+        Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
+    root = _root(cfg, expected, how)
+    if cfg.get("download"):
+        _download(cfg, lambda: datasets.Imagenette(str(root), split="train", size=cfg.size, download=True), manual)
+    base = root / folder
+    if not base.is_dir():
+        raise DataError(f"{base} does not exist; data=imagenette data.size={cfg.size} expects {expected} "
+                        f"under data.root={root}; {how}")
+    train_tf, val_tf = imagenet_transforms(cfg)
+    splits = {}
+    for split, tf in (("train", train_tf), ("val", val_tf)):
+        _image_folder(base / split, cfg, split, None, how)  # layout and empty-folder checks, one line each
+        try:
+            splits[split] = datasets.Imagenette(str(root), split=split, size=cfg.size, transform=tf)
+        except KeyError as err:  # a class folder that is not one of Imagenette's 10 wnids
+            raise DataError(f"{base / split} has class folder {err.args[0]!r}, not one of Imagenette's 10 wnids; "
+                            f"re-extract {folder}.tgz") from None
+    train, val = splits["train"], splits["val"]
+    if val.wnids != train.wnids:
+        raise DataError(f"{base}: train/ and val/ have different class folders; re-extract {folder}.tgz")
+    counter = new_counter()
+    return DataSplits(
+        train=_wrap(train, _imagenette_path, cfg, counter),
+        val=_wrap(val, _imagenette_path, cfg, counter),
+        num_classes=len(train.wnids), in_channels=3, classes=list(train.wnids), skipped=counter,
+    )
+
+
+PETS_MANUAL = ("extract images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ "
+               "into DIR/oxford-iiit-pet/")
+PETS_HOW = f"add data.download=true to fetch it with torchvision, or {PETS_MANUAL}"
+
+
+def build_pets(cfg) -> DataSplits:
+    expected = "oxford-iiit-pet/images/*.jpg and oxford-iiit-pet/annotations/{trainval,test}.txt"
+    if cfg.get("download") and _root_value(cfg) is not None:
+        Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
+    root = _root(cfg, expected, PETS_HOW)
+    if root.name == "oxford-iiit-pet" and (root / "images").is_dir():
+        root = root.parent  # pointed at the data set folder itself; torchvision wants its parent
+    if cfg.get("download"):
+        _download(cfg, lambda: datasets.OxfordIIITPet(str(root), split="trainval", download=True), PETS_MANUAL)
+    base = root / "oxford-iiit-pet"
+    for need in (base / "images", base / "annotations" / "trainval.txt", base / "annotations" / "test.txt"):
+        if not need.exists():
+            raise DataError(f"{need} does not exist; data=pets expects {expected} under data.root={root}; {PETS_HOW}")
+    train_tf, val_tf = imagenet_transforms(cfg)
+    train = datasets.OxfordIIITPet(str(root), split="trainval", transform=train_tf)
+    val = datasets.OxfordIIITPet(str(root), split="test", transform=val_tf)
+    for ds, index in ((train, "trainval.txt"), (val, "test.txt")):
+        missing = [p for p in ds._images if not p.is_file()]
+        if missing:
+            raise DataError(f"{base / 'annotations' / index} lists {len(missing)} images missing from {base / 'images'}, "
+                            f"e.g. {missing[0].name}; re-extract images.tar.gz")
+    num_classes = len(train.classes)
+    if max(val._labels, default=0) >= num_classes:
+        raise DataError(f"{base / 'annotations' / 'test.txt'} has breeds that trainval.txt lacks; "
+                        f"re-extract annotations.tar.gz")
+    counter = new_counter()
+    return DataSplits(
+        train=_wrap(train, _pets_path, cfg, counter),
+        val=_wrap(val, _pets_path, cfg, counter),
+        num_classes=num_classes, in_channels=3, classes=list(train.classes), skipped=counter,
+    )
+
+
+class _CIFAR10(datasets.CIFAR10):
+    # torchvision verifies each pickle's MD5; we check that the files exist and load, and turn a
+    # damaged pickle into a one-line error naming it (the loading itself is torchvision's).
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+
+class _CIFAR100(datasets.CIFAR100):
+    train_list = [[name, None] for name, _ in datasets.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR100.test_list]
+    meta = {**datasets.CIFAR100.meta, "md5": None}
+
+
+def _bad_pickle(base: Path, files: list[str]) -> Path:
+    """The first of ``files`` that does not unpickle (only called once loading has failed)."""
+    for name in files:
+        try:
+            with open(base / name, "rb") as f:
+                pickle.load(f, encoding="latin1")
+        except Exception:
+            return base / name
+    return base
+
+
+def build_cifar(cfg) -> DataSplits:
+    real, ours = {"cifar10": (datasets.CIFAR10, _CIFAR10), "cifar100": (datasets.CIFAR100, _CIFAR100)}[cfg.name]
+    files = [name for name, _ in real.train_list + real.test_list] + [real.meta["filename"]]
+    expected = f"{real.base_folder}/ with {', '.join(files)} (the python version)"
+    manual = f"extract {real.url} into data.root"
+    how = f"add data.download=true to fetch it with torchvision, or {manual}"
+    if cfg.get("download") and _root_value(cfg) is not None:
+        Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
+    root = _root(cfg, expected, how)
+    if cfg.get("download"):
+        # downloads, checks the archive's MD5 and extracts both splits
+        _download(cfg, lambda: real(str(root), train=True, download=True), manual)
+    base = root / real.base_folder
+    missing = [name for name in files if not (base / name).is_file()]
+    if missing:
+        raise DataError(f"{base / missing[0]} does not exist; data={cfg.name} expects {expected} under "
+                        f"data.root={root}; {how}")
+    train_tf, val_tf = cifar_transforms(cfg)
+    splits = {}
+    for train in (True, False):
+        try:
+            splits[train] = ours(str(root), train=train, transform=train_tf if train else val_tf)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as err:
+            raise DataError(f"cannot load {_bad_pickle(base, files)} ({type(err).__name__}); the pickles are "
+                            f"damaged, re-extract {Path(real.url).name}") from None
+    train, val = splits[True], splits[False]
+    return DataSplits(train=train, val=val, num_classes=len(train.classes), in_channels=3, classes=list(train.classes))
+
+
+BUILDERS = {
+    "imagenet": build_imagenet,
+    "pets": build_pets,
+    "imagenette": build_imagenette,
+    "cifar10": build_cifar,
+    "cifar100": build_cifar,
+}

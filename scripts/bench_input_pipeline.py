@@ -1,0 +1,132 @@
+"""Does the input pipeline keep the model fed? One run, two numbers and their ratio:
+
+1. input pipeline images/s: iterate the real train DataLoader alone (decode, augment, collate,
+   pin), exactly as ``python -m gnrepro.train`` builds it from the data config;
+2. model consumption images/s: training steps (forward, backward, SGD step) of the configured model
+   on synthetic tensors of the same shape, on the chosen device;
+
+ratio = pipeline / model. Above 1 the loader keeps up; below 1 training waits on data (add
+``data.num_workers``, or faster storage/decoding).
+
+Run it on a real copy or on a fake ImageNet it writes itself (random JPEGs about ImageNet's
+average size, 500x375):
+
+    python scripts/bench_input_pipeline.py data=imagenet data.root=/data/imagenet batch=32
+    python scripts/bench_input_pipeline.py --fake-images 256 batch=8 data.num_workers=2
+    python scripts/bench_input_pipeline.py --fake-images 256 --steps 5 norm=gn device=cuda
+
+Everything after the options is a training-config override (same keys as ``gnrepro.train``);
+one step here is ``batch`` images (one worker's share: the model is timed at the per-worker batch).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import gnrepro.config  # noqa: E402,F401  (registers the run_name resolver)
+from gnrepro.build import build_model  # noqa: E402
+from gnrepro.data import build_datasets, build_loaders, fake, limit_train  # noqa: E402
+from gnrepro.sampling import StepBatchSampler  # noqa: E402
+
+
+def pipeline_rate(loader, steps: int) -> tuple[float, int]:
+    """Images/s of the train loader alone; the first batch (worker start-up) is not timed."""
+    it = iter(loader)
+    next(it)
+    seen, start = 0, time.perf_counter()
+    for _ in range(steps):
+        try:
+            images, _ = next(it)
+        except StopIteration:
+            it = iter(loader)
+            images, _ = next(it)
+        seen += len(images)
+    return seen / (time.perf_counter() - start), seen
+
+
+def model_rate(model, shape, num_classes: int, device, steps: int, warmup: int = 2) -> float:
+    """Images/s of training steps on synthetic tensors of ``shape`` (already on the device)."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(shape, device=device)
+    targets = torch.randint(0, num_classes, (shape[0],), device=device)
+
+    def step():
+        loss = F.cross_entropy(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * shape[0] / (time.perf_counter() - start)
+
+
+def _fmt(rate: float) -> str:
+    """At least three significant digits, never an exponent (CPU model rates are below 1)."""
+    return f"{rate:.1f}" if rate >= 100 else f"{rate:.3g}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fake-images", type=int, default=0,
+                        help="write a fake ImageNet of this many train images (8 classes) to a temp dir and use it")
+    parser.add_argument("--fake-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"),
+                        help="size of the fake images (default: about ImageNet's average, 500x375)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps for each measurement")
+    parser.add_argument("--model-steps", type=int, default=None, help="timed model steps (default: --steps)")
+    parser.add_argument("overrides", nargs="*", help="training-config overrides, e.g. data=imagenet batch=32")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = list(args.overrides)
+        if args.fake_images:
+            per_class = max(1, args.fake_images // 8)
+            fake.make_imagenet(tmp, classes=8, train_per_class=per_class, val_per_class=1, size=tuple(args.fake_size))
+            overrides = ["data=imagenet", f"data.root={tmp}", *overrides]
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+        device_name = cfg.device
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
+
+        splits = build_datasets(cfg.data)
+        limit_train(splits, cfg.data, cfg.batch)
+        sampler = StepBatchSampler(len(splits.train), cfg.batch, cfg.seed)
+        train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
+        in_rate, seen = pipeline_rate(train, args.steps)
+        images, _ = next(iter(train))
+        shape = tuple(images.shape)
+
+        model = build_model(cfg, splits.num_classes, splits.in_channels).to(device)
+        out_rate = model_rate(model, shape, splits.num_classes, device, args.model_steps or args.steps)
+
+    workers = cfg.data.get("num_workers", 0)
+    print(f"data={cfg.data.name}  batch={cfg.batch}  tensor {list(shape)}  data.num_workers={workers}  "
+          f"cpu cores={os.cpu_count()}  torch threads={torch.get_num_threads()}")
+    print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone)")
+    print(f"model ({cfg.model.name}, {cfg.norm.name}, {device}) : {_fmt(out_rate):>8} images/s  (train steps on synthetic tensors)")
+    verdict = "keeps up" if in_rate >= out_rate else "is the bottleneck: raise data.num_workers"
+    print(f"ratio pipeline/model = {in_rate / out_rate:.2f}  (the input pipeline {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
