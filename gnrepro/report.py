@@ -56,9 +56,9 @@ TABLES = [
     Table("table3_channels", "Table 3 (bottom): GN with C/G channels per group, 32 images per worker",
           [(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)], "channels_per_group", "channels per group"),
     Table("resnet101", "Sec. 4.1: ResNet-101, BN vs GN at 32 and 2 images per worker",
-          [(t, b) for b in (32, 2) for t in ("bn", "gn32")], "resnet101", "norm", models=("resnet101",)),
+          [(t, b) for b in (32, 2) for t in ("bn", "gn32")], "resnet101", "images/worker", models=("resnet101",)),
     Table("pets_ws", "Pets (blog): BN, GN and GN+WS at 4 and 1 images per step",
-          [(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)], None, "norm", data=("pets",)),
+          [(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)], None, "images/worker", data=("pets",)),
 ]
 
 
@@ -86,16 +86,13 @@ def published_value(pub: pd.DataFrame, table: Table, model: str, tag: str, batch
     return float(hit.top1_error_pct.iloc[0]) if len(hit) else None
 
 
-def setting_label(table: Table, tag: str, batch: int) -> str:
+def setting_value(table: Table, tag: str, batch: int) -> int:
+    """The value of the table's varied setting: G, channels per group, or images per worker."""
     if table.name == "table3_groups":
-        return tag[2:]
+        return int(tag[2:])
     if table.name == "table3_channels":
-        return tag[4:]
-    if table.name in ("resnet101", "pets_ws"):
-        return f"{LABELS.get(tag, tag)}, {batch}"
-    if table.name == "table2_batch_size":
-        return str(batch)
-    return LABELS.get(tag, tag)
+        return int(tag[4:])
+    return batch
 
 
 def is_proxy(data: str) -> bool:
@@ -126,14 +123,11 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
         mean = done.mean() if len(done) else math.nan
         std = done.std(ddof=1) if len(done) > 1 else math.nan
         p = published_value(pub, table, key["model"], tag, batch)
-        row = {
-            "norm": LABELS.get(tag if not tag.startswith("gn") or tag in LABELS else "gn32", tag),
-            table.setting: setting_label(table, tag, batch),
-            "reproduced mean": mean, "std": std, "n": len(done),
-            pub_col: p if p is not None else math.nan,
-        }
-        if table.setting == "norm":
-            row.pop("norm")
+        row = {"norm": LABELS.get(tag, "GN" if tag.startswith("gn") else tag)}
+        if table.setting != "norm":
+            row[table.setting] = setting_value(table, tag, batch)
+        row.update({"reproduced mean": mean, "std": std, "n": len(done),
+                    pub_col: p if p is not None else math.nan})
         if not proxy:
             row["difference"] = mean - p if p is not None else math.nan
         row["not complete"] = int((sel.status != "complete").sum())
