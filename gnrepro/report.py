@@ -170,6 +170,11 @@ def _mean_std(runs: pd.DataFrame, tag: str) -> pd.DataFrame:
         [b for b in BATCHES if b in set(sel.batch)])
 
 
+def _n_range(counts) -> str:
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -> None:
     """Figure 1: error vs images per worker for BN and GN (reproduced), the published curves beside."""
     proxy = is_proxy(key["data"])
@@ -178,7 +183,7 @@ def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -
         stats = _mean_std(runs, tag)
         if len(stats):
             axes[0].errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", color=color,
-                             capsize=3, label=f"{LABELS[tag]} (n={int(stats['count'].min())}-{int(stats['count'].max())} seeds)")
+                             capsize=3, label=f"{LABELS[tag]} (n={_n_range(stats['count'])} seeds)")
         p = pub[(pub.experiment == "batch_size") & (pub.model == "resnet50") & (pub.norm_tag == tag)]
         axes[1].plot(p.images_per_worker, p.top1_error_pct, marker="s", ls="--", color=color, label=LABELS[tag])
     where = f"PROXY: {key['data']}, not ImageNet" if proxy else "reproduced, ImageNet"
@@ -187,11 +192,11 @@ def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
-        ax.invert_xaxis()  # the paper draws 32 on the left, 2 on the right
         ax.set_xlabel("images per worker")
         ax.set_ylabel("top-1 val error (%)")
         ax.grid(alpha=0.3)
         ax.legend()
+    axes[0].invert_xaxis()  # the paper draws 32 on the left; once only, the x axis is shared
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
