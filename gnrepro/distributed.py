@@ -1,7 +1,7 @@
 """Several processes, one per device, with the paper's per-worker BN semantics (Sec. 4.1, footnote 2).
 
-``workers`` is the number of BN workers; with P processes each hosts ``workers / P`` of them as
-slices of its share of a step (see ``gnrepro.norms.PerWorkerBatchNorm2d``), so the same config gives
+``workers`` is the number of BN workers; with P processes each hosts ``workers / P`` of them,
+interleaved in its share of a step (see ``gnrepro.norms.PerWorkerBatchNorm2d``), so the same config gives
 the same per-worker statistics on 1 process or on P. Gradients are averaged across processes by
 DistributedDataParallel; BN statistics are never synchronized (unless ``norm.sync=true``).
 Running statistics follow the one-process rule: before evaluation and checkpoints they are
@@ -74,10 +74,10 @@ def workers_per_process(workers: int, procs: Processes) -> int:
     return workers // procs.world_size
 
 
-def step_share(batch: int, workers: int, procs: Processes) -> tuple[int, int]:
-    """Positions of this process's workers within a step of ``batch * workers`` images."""
-    per_process = batch * workers_per_process(workers, procs)
-    return procs.rank * per_process, (procs.rank + 1) * per_process
+def hosted_workers(workers: int, procs: Processes) -> range:
+    """The ids of the BN workers this process hosts: one contiguous block per process."""
+    per_process = workers_per_process(workers, procs)
+    return range(procs.rank * per_process, (procs.rank + 1) * per_process)
 
 
 def wrap(model: nn.Module, procs: Processes, device: torch.device) -> nn.Module:

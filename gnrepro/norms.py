@@ -62,12 +62,14 @@ def num_groups(num_channels: int, groups: int | None = None, channels_per_group:
 
 
 class PerWorkerBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm whose statistics are computed separately on each worker's slice of the batch.
+    """BatchNorm whose statistics are computed separately for each worker's images.
 
     The paper's "batch size" is images per worker, with BN statistics never shared across workers
-    (Sec. 4.1, footnote 2). On one device a step holds ``workers`` consecutive slices of equal size;
-    this layer normalizes each slice with its own mean and variance in one ``F.batch_norm`` call, by
-    folding the worker index into the channel axis: (W*B, C, H, W) -> (B, W*C, H, W).
+    (Sec. 4.1, footnote 2). On one device a step holds the images of ``workers`` workers,
+    interleaved: image i belongs to worker ``i % workers`` (gnrepro.sampling lays batches out so).
+    Then (B*W, C, H, W) is, without any copy, a (B, W*C, H, W) tensor whose channel k*C + c is
+    channel c of worker k, and one ``F.batch_norm`` call normalizes every worker with its own
+    mean and variance.
 
     Running statistics rule (the same in the multi-process mode): the running mean/var are the
     average over workers of what each worker's own BN layer would have accumulated. Because the
@@ -91,9 +93,7 @@ class PerWorkerBatchNorm2d(nn.BatchNorm2d):
         n, c = x.shape[:2]
         if n % w:
             raise ValueError(f"a batch of {n} images cannot be split evenly over {w} workers")
-        b = n // w
-        # Worker k owns images [k*b, (k+1)*b); fold it next to the channel axis.
-        folded = x.reshape(w, b, c, -1).transpose(0, 1).reshape(b, w * c, -1)
+        folded = x.reshape(n // w, w * c, *x.shape[2:])  # a view: worker k's channels at k*C..k*C+C-1
         running_mean = running_var = None
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
@@ -107,7 +107,7 @@ class PerWorkerBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():
                 self.running_mean.copy_(running_mean.view(w, c).mean(0))
                 self.running_var.copy_(running_var.view(w, c).mean(0))
-        return out.reshape(b, w, c, -1).transpose(0, 1).reshape(x.shape)
+        return out.reshape(x.shape)
 
 
 def build_norm(

@@ -34,7 +34,7 @@ from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
 from gnrepro.data import build_datasets, build_loaders, limit_train
 from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, init_processes, shutdown,
-                                 step_share, sum_over_processes, workers_per_process, wrap)
+                                 hosted_workers, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
 from gnrepro.loggers import build_logger
 from gnrepro.norms import ConfigError
@@ -168,8 +168,8 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     splits = build_datasets(cfg.data)
     images_per_step = cfg.batch * cfg.workers
     limit_train(splits, cfg.data, images_per_step)
-    sampler = StepBatchSampler(len(splits.train), images_per_step, cfg.seed,
-                               share=step_share(cfg.batch, cfg.workers, procs))
+    sampler = StepBatchSampler(len(splits.train), cfg.batch, cfg.workers, cfg.seed,
+                               hosted=hosted_workers(cfg.workers, procs))
     if procs.distributed:  # each process evaluates every world_size-th image; the sums are combined
         splits.val = Subset(splits.val, range(procs.rank, len(splits.val), procs.world_size))
     train_loader, val_loader = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
@@ -274,9 +274,12 @@ def discard_if_unused(run_dir: Path) -> None:
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
         shutil.rmtree(run_dir, ignore_errors=True)
         cwd, parent = Path.cwd().resolve(), run_dir.resolve().parent
-        while parent != cwd and cwd in parent.parents and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent
+        try:
+            while parent != cwd and cwd in parent.parents and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+        except OSError:  # another process of the same run removed it first
+            pass
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
@@ -304,4 +307,7 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    # Launchers that pickle the task (joblib, submitit) need it importable by reference, not from __main__.
+    from gnrepro.train import cli as importable_cli
+
+    importable_cli()

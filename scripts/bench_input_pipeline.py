@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
         splits = build_datasets(cfg.data)
         limit_train(splits, cfg.data, cfg.batch)
-        sampler = StepBatchSampler(len(splits.train), cfg.batch, cfg.seed)
+        sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
         train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
         in_rate, seen = pipeline_rate(train, args.steps)
         images, _ = next(iter(train))

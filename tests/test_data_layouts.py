@@ -28,7 +28,7 @@ EXPECTED = {"imagenet": (3, 12, 6), "pets": (3, 9, 6), "imagenette": (10, 20, 10
 def loaders(splits, cfg, images_per_step):
     """The trainer's loaders: subset applied, one step of ``images_per_step`` images per batch."""
     limit_train(splits, cfg, images_per_step)
-    return build_loaders(splits, cfg, StepBatchSampler(len(splits.train), images_per_step, seed=0), eval_batch=4)
+    return build_loaders(splits, cfg, StepBatchSampler(len(splits.train), images_per_step, 1, seed=0), eval_batch=4)
 
 def data_cfg(name, root, **overrides):
     """The shipped data config with a tiny crop (32 px) so the tests stay fast."""

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from gnrepro.distributed import Processes, step_share, workers_per_process
+from gnrepro.distributed import Processes, hosted_workers, workers_per_process
 from gnrepro.norms import ConfigError
 from gnrepro.sampling import StepBatchSampler
 
@@ -63,19 +63,29 @@ def test_workers_not_divisible_by_processes_is_one_clear_line(tmp_path):
     assert "Traceback" not in proc.stderr.split("torch.distributed.elastic")[0]
 
 
+def images_by_worker(batch: list[int], hosted: range) -> dict[int, list[int]]:
+    """Image i of a process's batch belongs to its hosted worker i % len(hosted)."""
+    return {k: batch[j::len(hosted)] for j, k in enumerate(hosted)}
+
+
 def test_each_worker_sees_the_same_images_on_one_or_two_processes():
-    one = StepBatchSampler(40, 8, seed=5)
-    shares = [StepBatchSampler(40, 8, seed=5, share=step_share(4, 2, Processes(r, 2))) for r in (0, 1)]
+    one = StepBatchSampler(40, 4, 4, seed=5)  # 4 workers x 4 images, 2 steps per epoch
+    hosted = [hosted_workers(4, Processes(r, 2)) for r in (0, 1)]
+    two = [StepBatchSampler(40, 4, 4, seed=5, hosted=h) for h in hosted]
     for epoch in (1, 2):
-        for s in (one, *shares):
+        for s in (one, *two):
             s.set_epoch(epoch)
-        for whole, first, second in zip(one, *shares):
-            assert whole[:4] == first and whole[4:] == second  # worker 0, worker 1
-    assert len(one) == 5
+        for whole, first, second in zip(one, *two):
+            per_worker = images_by_worker(whole, range(4))
+            assert per_worker == {**images_by_worker(first, hosted[0]), **images_by_worker(second, hosted[1])}
+            assert sorted(sum(per_worker.values(), [])) == sorted(whole) and len(set(whole)) == 16
+    assert len(one) == 2
+    one.set_epoch(1, start_step=1)  # a resumed epoch replays only the remaining steps
+    assert list(one) == list(StepBatchSampler(40, 4, 4, seed=5))[1:]
 
 
 def test_workers_per_process():
     assert workers_per_process(8, Processes(0, 2)) == 4
-    assert step_share(2, 8, Processes(1, 2)) == (8, 16)
+    assert hosted_workers(8, Processes(1, 2)) == range(4, 8)
     with pytest.raises(ConfigError, match="workers=6 cannot be split over 4 processes; use a multiple of 4"):
         workers_per_process(6, Processes(0, 4))

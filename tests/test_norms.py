@@ -97,10 +97,15 @@ def test_group_count_must_divide_channels():
         build_norm("xn", 64)
 
 
+def _slices(x, workers):
+    """Each worker's images: image i of a step belongs to worker i % workers."""
+    return [x[k::workers] for k in range(workers)]
+
+
 def _per_slice_running_stats(x, workers):
     """Running mean/var that a plain BatchNorm2d on each worker's slice accumulates after one step."""
     layers = [nn.BatchNorm2d(x.shape[1]) for _ in range(workers)]
-    for bn, chunk in zip(layers, x.chunk(workers)):
+    for bn, chunk in zip(layers, _slices(x, workers)):
         bn(chunk)
     return [bn.running_mean for bn in layers], [bn.running_var for bn in layers]
 
@@ -119,10 +124,10 @@ def test_per_worker_bn_equals_bn_on_each_slice(workers):
     w2 = layer.weight.detach().clone().requires_grad_(True)
     b2 = layer.bias.detach().clone().requires_grad_(True)
     out1 = layer(x1)
-    # Plain BN on each slice, sharing gamma/beta so their gradients sum over the workers.
-    out2 = torch.cat([
-        nn.functional.batch_norm(chunk, None, None, w2, b2, training=True, eps=1e-5) for chunk in x2.chunk(workers)
-    ])
+    # Plain BN on each worker's images, sharing gamma/beta so their gradients sum over the workers.
+    out2 = torch.empty_like(out1)
+    for k, chunk in enumerate(_slices(x2, workers)):
+        out2[k::workers] = nn.functional.batch_norm(chunk, None, None, w2, b2, training=True, eps=1e-5)
     assert torch.allclose(out1, out2, atol=1e-5)
     grad = torch.randn_like(out1)
     out1.backward(grad)

@@ -1,0 +1,315 @@
+"""Build the paper's tables and figures from run summaries: ``python -m gnrepro.report``.
+
+Reproduces the layout of the Group Normalization paper (Wu & He, ECCV 2018): Table 1 (BN/LN/IN/GN
+at 32 images/worker), Table 2 / Figure 1 (error vs images per worker), Table 3 (group division, top
+and bottom, also drawn as a plot), the ResNet-101 results of Sec. 4.1, the Figure 4/5-style
+error-vs-epoch curves, and the blog's Pets GN+WS check. Each table is written as Markdown, CSV and
+LaTeX with the reproduced mean, std and n over seeds beside the published value and the difference.
+
+Rules: runs of different data sets, models or protocols (workers, epochs, subset) never share a
+table; published numbers are ImageNet's, so on any other data set the table is titled as a PROXY
+and the published column is a reference only (no difference is computed); runs that are not
+complete are listed, never averaged. This module reads files only and never imports the trainer.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
+BATCHES = [32, 16, 8, 4, 2]
+LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN"}
+
+
+@dataclass
+class Table:
+    """One table of the paper: which runs belong to it (norm tag x images per worker), in the
+    paper's row order, and which rows of published_results.csv hold its published values."""
+    name: str
+    title: str
+    rows: list[tuple[str, int]]          # (norm_tag, images per worker), in the paper's order
+    experiment: str | None               # the CSV's ``experiment`` column; None = nothing published
+    setting: str                         # the label of the varied setting's column
+    models: tuple[str, ...] | None = None  # only for these models (None: any)
+    data: tuple[str, ...] | None = None  # only for these data sets (None: any)
+    label: dict = field(default_factory=dict)  # norm_tag -> row label
+
+
+TABLES = [
+    Table("table1_norms", "Table 1: BN, LN, IN and GN at 32 images per worker",
+          [(t, 32) for t in ("bn", "ln", "in", "gn32")], "norms_at_32", "norm"),
+    Table("table2_batch_size", "Table 2 / Figure 1: error vs images per worker",
+          [(t, b) for t in ("bn", "gn32") for b in BATCHES], "batch_size", "images/worker"),
+    Table("table3_groups", "Table 3 (top): GN with G groups, 32 images per worker",
+          [(f"gn{g}", 32) for g in (64, 32, 16, 8, 4, 2, 1)], "groups", "groups G"),
+    Table("table3_channels", "Table 3 (bottom): GN with C/G channels per group, 32 images per worker",
+          [(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)], "channels_per_group", "channels per group"),
+    Table("resnet101", "Sec. 4.1: ResNet-101, BN vs GN at 32 and 2 images per worker",
+          [(t, b) for b in (32, 2) for t in ("bn", "gn32")], "resnet101", "images/worker", models=("resnet101",)),
+    Table("pets_ws", "Pets (blog): BN, GN and GN+WS at 4 and 1 images per step",
+          [(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)], None, "images/worker", data=("pets",)),
+]
+
+
+def published_tag(row) -> str:
+    """The run's norm tag for a row of published_results.csv (see gnrepro.config.norm_tag)."""
+    if row.norm == "gn":
+        return f"gn_c{int(row.channels_per_group)}" if not pd.isna(row.channels_per_group) else f"gn{int(row.groups)}"
+    if row.norm == "gn_ws":
+        return "gn32-ws"
+    return row.norm
+
+
+def load_published(path: Path = PUBLISHED) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    df["norm_tag"] = [published_tag(r) for r in df.itertuples()]
+    return df
+
+
+def published_value(pub: pd.DataFrame, table: Table, model: str, tag: str, batch: int) -> float | None:
+    """The paper's ImageNet number for this cell, matched on (model, norm, groups or C/G, images/worker)."""
+    if table.experiment is None:
+        return None
+    hit = pub[(pub.experiment == table.experiment) & (pub.dataset == "imagenet") & (pub.model == model)
+              & (pub.norm_tag == tag) & (pub.images_per_worker == batch)]
+    return float(hit.top1_error_pct.iloc[0]) if len(hit) else None
+
+
+def setting_value(table: Table, tag: str, batch: int) -> int:
+    """The value of the table's varied setting: G, channels per group, or images per worker."""
+    if table.name == "table3_groups":
+        return int(tag[2:])
+    if table.name == "table3_channels":
+        return int(tag[4:])
+    return batch
+
+
+def is_proxy(data: str) -> bool:
+    return data != "imagenet"
+
+
+def protocol_name(key: dict) -> str:
+    """Folder name of one (data, model, protocol) group, e.g. ``digits_resnet50_w1_e8_sub384``."""
+    name = f"{key['data']}_{key['model']}_w{key['workers']}_e{key['epochs']}"
+    if key["subset"] not in ("-", None):
+        name += f"_sub{key['subset']}"
+    return name
+
+
+def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) -> pd.DataFrame | None:
+    """Rows of ``table`` for one protocol group: reproduced mean/std/n over complete seeds, published
+    value and difference (ImageNet) or the published ImageNet value as a reference only (proxy)."""
+    if table.models and key["model"] not in table.models or table.data and key["data"] not in table.data:
+        return None
+    proxy = is_proxy(key["data"])
+    pub_col = "published ImageNet (reference only)" if proxy else "published"
+    out = []
+    for tag, batch in table.rows:
+        sel = runs[(runs.norm_tag == tag) & (runs.batch == batch)]
+        done = sel[sel.status == "complete"].final_error.astype(float)
+        if sel.empty:
+            continue
+        mean = done.mean() if len(done) else math.nan
+        std = done.std(ddof=1) if len(done) > 1 else math.nan
+        p = published_value(pub, table, key["model"], tag, batch)
+        row = {"norm": LABELS.get(tag, "GN" if tag.startswith("gn") else tag)}
+        if table.setting != "norm":
+            row[table.setting] = setting_value(table, tag, batch)
+        row.update({"reproduced mean": mean, "std": std, "n": len(done),
+                    pub_col: p if p is not None else math.nan})
+        if not proxy:
+            row["difference"] = mean - p if p is not None else math.nan
+        row["not complete"] = int((sel.status != "complete").sum())
+        out.append(row)
+    return pd.DataFrame(out) if out else None
+
+
+def caption(table: Table, key: dict) -> str:
+    proto = f"{key['workers']} workers, {key['epochs']} epochs" + (
+        f", {key['subset']}-image train subset" if key["subset"] not in ("-", None) else "")
+    head = f"{table.title} -- {key['model']}, {key['data']}, {proto}"
+    if is_proxy(key["data"]):
+        return (f"PROXY ({key['data']}), not ImageNet. {head}. Top-1 val error (%), median of the final "
+                "epochs, mean/std over seeds. The published column is the paper's ImageNet number, a reference "
+                "for the trend only; the values are not comparable.")
+    return f"{head}. Top-1 val error (%), median of the final 5 epochs, mean/std over seeds; difference = reproduced - published."
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table (no extra dependency); numbers to 2 decimals, missing as an en dash."""
+    def cell(v):
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.2f}"
+        return "–" if v is None else str(v)
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_table(df: pd.DataFrame, cap: str, stem: Path) -> None:
+    df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.2f")
+    stem.with_suffix(".md").write_text(f"**{cap}**\n\n" + markdown(df) + "\n")
+    latex = df.to_latex(index=False, float_format="%.2f", na_rep="--", caption=cap, label=f"tab:{stem.name}")
+    stem.with_suffix(".tex").write_text(latex)
+
+
+def _mean_std(runs: pd.DataFrame, tag: str) -> pd.DataFrame:
+    sel = runs[(runs.norm_tag == tag) & (runs.status == "complete")]
+    return sel.groupby("batch").final_error.agg(["mean", "std", "count"]).reindex(
+        [b for b in BATCHES if b in set(sel.batch)])
+
+
+def _n_range(counts) -> str:
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -> None:
+    """Figure 1: error vs images per worker for BN and GN (reproduced), the published curves beside."""
+    proxy = is_proxy(key["data"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for tag, color in (("bn", "tab:blue"), ("gn32", "tab:red")):
+        stats = _mean_std(runs, tag)
+        if len(stats):
+            axes[0].errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", color=color,
+                             capsize=3, label=f"{LABELS[tag]} (n={_n_range(stats['count'])} seeds)")
+        p = pub[(pub.experiment == "batch_size") & (pub.model == "resnet50") & (pub.norm_tag == tag)]
+        axes[1].plot(p.images_per_worker, p.top1_error_pct, marker="s", ls="--", color=color, label=LABELS[tag])
+    where = f"PROXY: {key['data']}, not ImageNet" if proxy else "reproduced, ImageNet"
+    axes[0].set_title(f"{where}\n{key['model']}, {key['workers']} workers, {key['epochs']} epochs", fontsize=9)
+    axes[1].set_title("published (paper Figure 1), ResNet-50 on ImageNet, 8 workers", fontsize=9)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
+        ax.set_xlabel("images per worker")
+        ax.set_ylabel("top-1 val error (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].invert_xaxis()  # the paper draws 32 on the left; once only, the x axis is shared
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_table3(df: pd.DataFrame, table: Table, key: dict, path: Path) -> None:
+    """Table 3 as a plot: error vs groups (or channels per group), reproduced and published."""
+    pub_col = [c for c in df.columns if c.startswith("published")][0]
+    x = [int(v) for v in df[table.setting]]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(x, df["reproduced mean"], yerr=df["std"].fillna(0), marker="o", capsize=3,
+                label="reproduced" + (f" (PROXY: {key['data']})" if is_proxy(key["data"]) else ""))
+    ax2 = ax.twinx() if is_proxy(key["data"]) else ax  # proxy values live on another scale
+    ax2.plot(x, df[pub_col], marker="s", ls="--", color="gray", label="published ImageNet")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.set_xlabel(table.setting)
+    ax.set_ylabel("top-1 val error (%)")
+    ax.set_title(f"{table.title.split(':')[0]}: {key['model']}, {key['data']}", fontsize=9)
+    fig.legend(loc="upper center", fontsize=8, ncol=2, bbox_to_anchor=(0.5, 0.9))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(runs: pd.DataFrame, tags: list[str], batches: list[int], key: dict, path: Path, title: str) -> bool:
+    """Figure 4/5 style: train and val error vs epoch, mean over complete seeds, one line per setting."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    drawn = False
+    for tag in tags:
+        for batch in batches:
+            sel = runs[(runs.norm_tag == tag) & (runs.batch == batch) & (runs.status == "complete")]
+            if sel.empty:
+                continue
+            curves = pd.concat([load_metrics(f).set_index("epoch")[["train_error", "val_error"]] for f in sel.folder])
+            mean = curves.groupby(level=0).mean()
+            label = f"{LABELS.get(tag, tag)}" + (f", {batch}/worker" if len(batches) > 1 else "")
+            for ax, col in zip(axes, ("train_error", "val_error")):
+                ax.plot(mean.index, mean[col], label=label, ls="-" if tag == "gn32" else "--")
+            drawn = True
+    if drawn:
+        where = f"PROXY ({key['data']}, not ImageNet)" if is_proxy(key["data"]) else key["data"]
+        for ax, name in zip(axes, ("train error", "val error")):
+            ax.set_title(f"{name}: {title}, {where}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("top-1 error (%)")
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return drawn
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path, published: Path = PUBLISHED) -> list[Path]:
+    """Write every table and figure that the runs under ``results_dir`` allow; returns the files."""
+    runs = load_runs(results_dir)
+    pub = load_published(published)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    index = ["# Reproduced results", "", f"Built by `python -m gnrepro.report` from `{results_dir}`.", ""]
+    if runs.empty:
+        index.append("No runs found.")
+    for values, group in runs.groupby(PROTOCOL, dropna=False, sort=True):
+        key = dict(zip(PROTOCOL, values))
+        gdir = out_dir / protocol_name(key)
+        gdir.mkdir(parents=True, exist_ok=True)
+        index += [f"## {protocol_name(key)}" + ("  (PROXY, not ImageNet)" if is_proxy(key["data"]) else ""), ""]
+        for table in TABLES:
+            df = build_table(table, group, pub, key)
+            if df is None:
+                continue
+            stem = gdir / table.name
+            write_table(df, caption(table, key), stem)
+            written += [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
+            index.append(f"- [{table.title}]({gdir.name}/{table.name}.md)")
+            if table.name.startswith("table3") and df["reproduced mean"].notna().any():
+                plot_table3(df, table, key, stem.with_suffix(".png"))
+                written.append(stem.with_suffix(".png"))
+            if table.name == "table2_batch_size":
+                plot_figure1(group, pub, key, gdir / "fig1_batch_size.png")
+                written.append(gdir / "fig1_batch_size.png")
+                index.append(f"- Figure 1: ![]({gdir.name}/fig1_batch_size.png)")
+                if plot_curves(group, ["bn", "gn32"], BATCHES, key, gdir / "fig5_curves.png",
+                               "BN vs GN by images/worker"):
+                    written.append(gdir / "fig5_curves.png")
+            if table.name == "table1_norms":
+                if plot_curves(group, ["bn", "ln", "in", "gn32"], [32], key, gdir / "fig4_curves.png",
+                               "32 images/worker"):
+                    written.append(gdir / "fig4_curves.png")
+        bad = group[group.status != "complete"]
+        if len(bad):
+            cols = ["folder", "status", "norm_tag", "batch", "seed", "epochs_done", "error"]
+            (gdir / "not_complete.md").write_text(
+                "Runs that are not complete (listed, not averaged):\n\n" + markdown(bad[cols]) + "\n")
+            written.append(gdir / "not_complete.md")
+            index.append(f"- {len(bad)} run(s) not complete, not averaged: [list]({gdir.name}/not_complete.md)")
+        index.append("")
+    (out_dir / "index.md").write_text("\n".join(index) + "\n")
+    written.append(out_dir / "index.md")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gnrepro.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default="results/runs", help="folder holding the run folders (default results/runs)")
+    ap.add_argument("--out", default="results/reports", help="where tables and figures go (default results/reports)")
+    args = ap.parse_args(argv)
+    files = build_report(args.runs, args.out)
+    print(f"wrote {len(files)} files under {args.out}; index: {Path(args.out) / 'index.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

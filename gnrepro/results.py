@@ -1,0 +1,87 @@
+"""Load what training runs left on disk, for the report (paper Sec. 4.1: the reported number is the
+median val error of the final 5 epochs, already in each run's summary.json). Reads files only: it
+never imports the trainer, so a report can be built anywhere the run folders are copied."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, read_jsonl
+
+# Columns that define a run's protocol: runs differing in any of them never share a table.
+PROTOCOL = ["data", "model", "workers", "epochs", "subset", "image_size"]
+
+
+def _config(folder: Path) -> dict:
+    path = folder / CONFIG
+    if not path.is_file():
+        path = folder / ".hydra" / "config.yaml"  # Hydra's copy, written before training starts
+    try:
+        return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+    except yaml.YAMLError:
+        return {}
+
+
+def _tag_from_config(cfg: dict) -> str:
+    norm, conv = cfg.get("norm", {}), cfg.get("conv", {})
+    name = norm.get("name", "?")
+    if name == "bn" and norm.get("sync"):
+        tag = "syncbn"
+    elif name == "gn":
+        cpg = norm.get("channels_per_group")
+        tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
+    else:
+        tag = name
+    return tag + ("-ws" if conv.get("name") == "ws" else "")
+
+
+def load_runs(results_dir: str | Path) -> pd.DataFrame:
+    """One row per run folder under ``results_dir`` (any depth): its settings, status and result.
+
+    status is the summary's ("complete", "failed", ...) or, without a summary, "incomplete" (metrics
+    written but no summary: interrupted or still running) or "pending" (only the config so far).
+    """
+    rows = []
+    for folder in sorted({p.parent for pattern in (SUMMARY, METRICS, CONFIG)
+                          for p in Path(results_dir).rglob(pattern) if p.parent.name != ".hydra"}):
+        cfg = _config(folder)
+        summary = {}
+        if (folder / SUMMARY).is_file():
+            try:
+                summary = json.loads((folder / SUMMARY).read_text())
+            except json.JSONDecodeError:
+                summary = {"status": "incomplete"}
+        metrics = read_jsonl(folder / METRICS) if (folder / METRICS).is_file() else []
+        data = cfg.get("data", {})
+        row = {
+            "folder": str(folder),
+            "status": summary.get("status", "incomplete" if metrics else "pending"),
+            "data": summary.get("data", data.get("name")),
+            "model": summary.get("model", cfg.get("model", {}).get("name")),
+            "norm": summary.get("norm", cfg.get("norm", {}).get("name")),
+            "norm_tag": summary.get("norm_tag") or _tag_from_config(cfg),
+            "batch": summary.get("batch", cfg.get("batch")),
+            "workers": summary.get("workers", cfg.get("workers")),
+            "epochs": summary.get("epochs", cfg.get("epochs")),
+            "seed": summary.get("seed", cfg.get("seed")),
+            "subset": data.get("subset"),
+            "image_size": data.get("image_size"),
+            "final_error": summary.get("final_error") if summary.get("status") == "complete" else None,
+            "epochs_done": len(metrics),
+            "error": summary.get("error"),
+        }
+        rows.append(row)
+    columns = ["folder", "status", *PROTOCOL[:2], "norm", "norm_tag", "batch", *PROTOCOL[2:4], "seed",
+               *PROTOCOL[4:], "final_error", "epochs_done", "error"]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("subset", "image_size"):  # absent for data sets without them: one value, not NaN
+        df[col] = df[col].astype(object).where(df[col].notna(), "-")
+    return df
+
+
+def load_metrics(folder: str | Path) -> pd.DataFrame:
+    """The per-epoch metrics of one run (epoch, lr, train/val loss and error, images/s)."""
+    return pd.DataFrame(read_jsonl(Path(folder) / METRICS))

@@ -1,0 +1,127 @@
+"""Experiment presets (configs/experiment/), launcher presets and the dry run (gnrepro.plan): every
+sweep of the paper composes, expands to the paper's runs, and command-line overrides still win."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from gnrepro.config import norm_tag, validate
+from gnrepro.plan import expand, format_plan, plan
+from gnrepro.runfiles import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+# preset -> (data, model, workers, the set of (norm tag, images per worker) it sweeps)
+EXPECTED = {
+    "fig1_batch_size": ("imagenet", "resnet50", 8, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
+    "fig1_batch_size_proxy": ("digits", "resnet50", 1, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
+    "table1_norms": ("imagenet", "resnet50", 8, {(t, 32) for t in ("bn", "ln", "in", "gn32")}),
+    "table3_groups": ("imagenet", "resnet50", 8, {(f"gn{g}", 32) for g in (64, 32, 16, 8, 4, 2, 1)}),
+    "table3_channels": ("imagenet", "resnet50", 8, {(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)}),
+    "resnet101": ("imagenet", "resnet101", 8, {(t, b) for t in ("bn", "gn32") for b in (32, 2)}),
+    "pets_ws": ("pets", "resnet50", 1, {(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)}),
+}
+
+
+def compose_jobs(*overrides):
+    """The composed config of every job ``python -m gnrepro.train -m <overrides>`` would launch."""
+    jobs = expand(list(overrides))
+    cfgs = []
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        for job in jobs:
+            cfg = compose(config_name="train", overrides=job)
+            if OmegaConf.is_missing(cfg.data, "root"):  # data on disk: composition only here
+                cfg = compose(config_name="train", overrides=[*job, "data.root=/data"])
+            cfgs.append(cfg)
+    return cfgs
+
+
+def test_every_preset_is_tested():
+    assert set(PRESETS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_composes_and_expands_to_the_papers_runs(name):
+    data, model, workers, settings = EXPECTED[name]
+    cfgs = compose_jobs(f"experiment={name}")
+    for cfg in cfgs:
+        OmegaConf.resolve(cfg)
+        validate(cfg)
+        assert "???" not in OmegaConf.to_yaml(cfg)
+        assert (cfg.data.name, cfg.model.name, cfg.workers) == (data, model, workers)
+        if data == "imagenet":
+            assert cfg.epochs == 100 and cfg.optim.base_lr == 0.1  # the paper's protocol by default
+    got = [(norm_tag(c.norm, c.conv), c.batch) for c in cfgs]
+    assert sorted(got) == sorted(settings), "each setting exactly once"
+
+
+@pytest.mark.parametrize("name", [n for n in PRESETS if EXPECTED[n][0] != "digits"])
+def test_data_digits_turns_a_preset_into_a_proxy_with_the_proxy_epochs(name):
+    cfgs = compose_jobs(f"experiment={name}", "data=digits")
+    assert {c.data.name for c in cfgs} == {"digits"} and {c.epochs for c in cfgs} == {15}
+    assert len(cfgs) == len(EXPECTED[name][3])
+
+
+def test_command_line_overrides_win_and_seeds_add_repeats():
+    cfgs = compose_jobs("experiment=fig1_batch_size", "data=digits", "batch=4,2", "seed=0,1,2", "workers=2")
+    assert len(cfgs) == 2 * 2 * 3
+    assert {(c.norm.name, c.batch, c.seed) for c in cfgs} == {
+        (n, b, s) for n in ("bn", "gn") for b in (4, 2) for s in (0, 1, 2)}
+    assert {c.workers for c in cfgs} == {2}
+    (single,) = compose_jobs("experiment=table1_norms", "norm=gn", "data=digits")
+    assert single.norm.name == "gn"
+
+
+def test_channels_per_group_sweep_leaves_groups_null():
+    for cfg in compose_jobs("experiment=table3_channels"):
+        assert cfg.norm.groups is None and cfg.norm.channels_per_group in (64, 32, 16, 8, 4, 2, 1)
+
+
+def test_launcher_presets_compose():
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=fig1_batch_size", "data.root=/d",
+                                                      "hydra/launcher=joblib"], return_hydra_config=True)
+        assert "joblib" in cfg.hydra.launcher._target_
+        cfg = compose(config_name="train", overrides=["experiment=fig1_batch_size", "data.root=/d",
+                                                      "hydra/launcher=slurm"], return_hydra_config=True)
+    assert "SlurmLauncher" in cfg.hydra.launcher._target_
+    assert cfg.hydra.launcher.gpus_per_node == 8 and cfg.hydra.launcher.nodes == 1
+    assert cfg.hydra.launcher.timeout_min >= 24 * 60
+
+
+def test_dry_run_lists_runs_status_and_cost_without_training(tmp_path):
+    overrides = ["experiment=fig1_batch_size", "seed=0,1"]
+    runs = plan(overrides, throughput=400.0, root=tmp_path)
+    assert len(runs) == 20 and not any(tmp_path.iterdir()), "a dry run writes nothing"
+    assert {r.status for r in runs} == {"pending"}
+    first = runs[0]
+    assert first.folder == tmp_path / "results/runs/imagenet_resnet50/bn_b32x8_e100_s0"
+    assert first.images == 100 * 1_281_167
+    assert first.gpu_hours == pytest.approx(first.images / 400.0 / 3600)
+
+    # statuses come from the run folders: complete, failed, partial (metrics but no summary)
+    write_json(_mk(runs[0].folder) / "summary.json", {"status": "complete"})
+    write_json(_mk(runs[1].folder) / "summary.json", {"status": "failed"})
+    (_mk(runs[2].folder) / "metrics.jsonl").write_text("{}\n")
+    again = plan(overrides, root=tmp_path)
+    assert [r.status for r in again[:4]] == ["complete", "failed", "partial", "pending"]
+    text = format_plan(again, 400.0)
+    assert "20 runs, 1 complete, 19 to run" in text and "GPU-hours at 400 images/s" in text
+
+
+def test_dry_run_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gnrepro.plan", "experiment=fig1_batch_size_proxy", "seed=0,1",
+                           "--throughput", "1000"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "digits_resnet50/gn32_b2x1_e8_s1" in proc.stdout and "20 runs" in proc.stdout
+
+
+def _mk(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
