@@ -12,7 +12,7 @@ from gnrepro.resnet import norm_widths
 
 def norm_tag(norm, conv) -> str:
     """Short label of the normalization choice, e.g. ``bn``, ``syncbn``, ``gn32``, ``gn_c16``, ``gn32-ws``."""
-    name = norm["name"]
+    name = norm.get("name", "?")
     if name == "bn" and norm.get("sync"):
         tag = "syncbn"
     elif name == "gn":
@@ -20,7 +20,7 @@ def norm_tag(norm, conv) -> str:
         tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
     else:
         tag = name
-    return tag + ("-ws" if conv["name"] == "ws" else "")
+    return tag + ("-ws" if conv.get("name") == "ws" else "")
 
 
 def run_name(data: str, model: str, norm, conv, batch, workers, epochs, seed) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from gnrepro.config import norm_tag
 from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, read_jsonl
 
 # Columns that define a run's protocol: runs differing in any of them never share a table.
@@ -26,16 +27,7 @@ def _config(folder: Path) -> dict:
 
 
 def _tag_from_config(cfg: dict) -> str:
-    norm, conv = cfg.get("norm", {}), cfg.get("conv", {})
-    name = norm.get("name", "?")
-    if name == "bn" and norm.get("sync"):
-        tag = "syncbn"
-    elif name == "gn":
-        cpg = norm.get("channels_per_group")
-        tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
-    else:
-        tag = name
-    return tag + ("-ws" if conv.get("name") == "ws" else "")
+    return norm_tag(cfg.get("norm", {}), cfg.get("conv", {}))
 
 
 def load_runs(results_dir: str | Path) -> pd.DataFrame:

@@ -8,6 +8,8 @@ import bisect
 
 import torch
 
+from gnrepro.norms import ConfigError
+
 REFERENCE_BATCH = 32  # images per worker at which the base LR applies
 
 
@@ -41,7 +43,11 @@ def build_optimizer(model: torch.nn.Module, cfg, batch: int):
 
 
 def build_scheduler(optimizer, cfg, lr: float, steps_per_epoch: int, epochs: int):
-    warmup = cfg.warmup_epochs if lr > cfg.base_lr else 0.0
+    when = cfg.get("warmup", "auto")
+    if when not in ("auto", "always", "never"):
+        raise ConfigError(f"optim.warmup must be auto, always or never, got {when!r}")
+    # auto: the authors' code warms up only when linear scaling takes the LR above the reference LR.
+    warmup = cfg.warmup_epochs if when == "always" or (when == "auto" and lr > cfg.base_lr) else 0.0
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda step: lr_factor(step, steps_per_epoch, epochs, cfg.milestones, warmup),

@@ -60,7 +60,8 @@ def test_workers_not_divisible_by_processes_is_one_clear_line(tmp_path):
     proc = launch(tmp_path, 2, "norm=bn", "workers=3")
     assert proc.returncode != 0
     assert "gnrepro: error: workers=3 cannot be split over 2 processes; use a multiple of 2" in proc.stderr
-    assert "Traceback" not in proc.stderr.split("torch.distributed.elastic")[0]
+    # torchrun adds its own report of the failed child; the child itself printed no traceback
+    assert "gnrepro/train.py" not in proc.stderr and "gnrepro/distributed.py" not in proc.stderr
 
 
 def images_by_worker(batch: list[int], hosted: range) -> dict[int, list[int]]:

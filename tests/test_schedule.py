@@ -61,3 +61,20 @@ def test_no_warmup_at_or_below_the_reference_lr_and_linear_warmup_above():
 def test_decays_fall_mid_epoch_when_epochs_are_few():
     factors = [lr_factor(s, 10, 1, [0.3, 0.6, 0.9], 0) for s in range(10)]
     assert factors == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001])
+
+
+def test_warmup_can_be_forced_for_every_run_or_switched_off():
+    always = OmegaConf.merge(OPTIM, {"warmup": "always", "warmup_epochs": 2})
+    model = torch.nn.Linear(2, 2)
+    opt, lr = build_optimizer(model, always, 8)
+    sched = build_scheduler(opt, always, lr, 4, 10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:8] == pytest.approx([0.025 * (i + 1) / 8 for i in range(8)]) and lrs[8] == pytest.approx(0.025)
+    never = OmegaConf.merge(OPTIM, {"warmup": "never"})
+    opt, lr = build_optimizer(model, never, 64)
+    build_scheduler(opt, never, lr, 4, 10)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)

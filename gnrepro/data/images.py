@@ -138,6 +138,17 @@ def _download(cfg, make, manual: str) -> None:
                         f"check the connection, or {manual}") from None
 
 
+def _fetched_root(cfg, expected: str, how: str, manual: str, fetch) -> Path:
+    """The checked ``data.root``; with ``data.download=true`` created first and filled by ``fetch(root)``
+    (a torchvision downloader)."""
+    if cfg.get("download") and _root_value(cfg) is not None:
+        Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
+    root = _root(cfg, expected, how)
+    if cfg.get("download"):
+        _download(cfg, lambda: fetch(root), manual)
+    return root
+
+
 def _no_download(cfg, what: str):
     if cfg.get("download"):
         raise DataError(f"data={cfg.name} cannot be downloaded automatically: {what}")
@@ -180,11 +191,8 @@ def build_imagenette(cfg) -> DataSplits:
     expected = f"{folder}/train/<wnid>/*.JPEG and {folder}/val/<wnid>/*.JPEG"
     manual = f"extract https://s3.amazonaws.com/fast-ai-imageclas/{folder}.tgz into data.root"
     how = f"add data.download=true to fetch it with torchvision, or {manual}"
-    if cfg.get("download") and _root_value(cfg) is not None:
-        Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
-    root = _root(cfg, expected, how)
-    if cfg.get("download"):
-        _download(cfg, lambda: datasets.Imagenette(str(root), split="train", size=cfg.size, download=True), manual)
+    root = _fetched_root(cfg, expected, how, manual,
+                         lambda r: datasets.Imagenette(str(r), split="train", size=cfg.size, download=True))
     base = root / folder
     if not base.is_dir():
         raise DataError(f"{base} does not exist; data=imagenette data.size={cfg.size} expects {expected} "
@@ -278,12 +286,8 @@ def build_cifar(cfg) -> DataSplits:
     expected = f"{real.base_folder}/ with {', '.join(files)} (the python version)"
     manual = f"extract {real.url} into data.root"
     how = f"add data.download=true to fetch it with torchvision, or {manual}"
-    if cfg.get("download") and _root_value(cfg) is not None:
-        Path(str(cfg.root)).expanduser().mkdir(parents=True, exist_ok=True)
-    root = _root(cfg, expected, how)
-    if cfg.get("download"):
-        # downloads, checks the archive's MD5 and extracts both splits
-        _download(cfg, lambda: real(str(root), train=True, download=True), manual)
+    # torchvision downloads, checks the archive's MD5 and extracts both splits
+    root = _fetched_root(cfg, expected, how, manual, lambda r: real(str(r), train=True, download=True))
     base = root / real.base_folder
     missing = [name for name in files if not (base / name).is_file()]
     if missing:
