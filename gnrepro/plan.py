@@ -26,7 +26,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Training images per epoch, for the cost estimate only (no data is read).
 TRAIN_IMAGES = {
     "imagenet": 1_281_167,  # ILSVRC-2012 train
-    "pets": 5_903,          # Oxford-IIIT Pets, first 80% of the file list (the blog's split)
+    "pets": 3_680,          # Oxford-IIIT Pets, the official trainval split (annotations/trainval.txt)
+    "imagenette": 9_469,    # Imagenette train
+    "cifar10": 50_000,
+    "cifar100": 50_000,
     "digits": 1_437,        # the embedded proxy's fixed train split
 }
 # ResNet-50 training throughput of one V100-class GPU in fp32 (images/s); ResNet-101 is ~0.6x.
