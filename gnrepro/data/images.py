@@ -115,6 +115,15 @@ def _wrap(dataset, path_of, cfg, counter):
     return ImageFiles(dataset, partial(path_of, dataset), bool(cfg.get("skip_bad", False)), counter)
 
 
+def _image_splits(train, val, path_of, cfg, classes: list[str]) -> DataSplits:
+    """RGB image splits whose unreadable files are reported (or skipped and counted together)."""
+    counter = new_counter()
+    return DataSplits(
+        train=_wrap(train, path_of, cfg, counter), val=_wrap(val, path_of, cfg, counter),
+        num_classes=len(classes), in_channels=3, classes=classes, skipped=counter,
+    )
+
+
 # The file behind sample i, per torchvision class (module-level so that they pickle).
 def _folder_path(ds, i):
     return ds.samples[i][0]
@@ -173,12 +182,7 @@ def build_imagenet(cfg) -> DataSplits:
         missing = sorted(set(train.classes) ^ set(val.classes))
         raise DataError(f"{root}: train/ has {len(train.classes)} class folders and val/ has {len(val.classes)}; "
                         f"they must be the same (differing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
-    counter = new_counter()
-    return DataSplits(
-        train=_wrap(train, _folder_path, cfg, counter),
-        val=_wrap(val, _folder_path, cfg, counter),
-        num_classes=len(train.classes), in_channels=3, classes=list(train.classes), skipped=counter,
-    )
+    return _image_splits(train, val, _folder_path, cfg, list(train.classes))
 
 
 IMAGENETTE_SIZES = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
@@ -209,12 +213,7 @@ def build_imagenette(cfg) -> DataSplits:
     train, val = splits["train"], splits["val"]
     if val.wnids != train.wnids:
         raise DataError(f"{base}: train/ and val/ have different class folders; re-extract {folder}.tgz")
-    counter = new_counter()
-    return DataSplits(
-        train=_wrap(train, _imagenette_path, cfg, counter),
-        val=_wrap(val, _imagenette_path, cfg, counter),
-        num_classes=len(train.wnids), in_channels=3, classes=list(train.wnids), skipped=counter,
-    )
+    return _image_splits(train, val, _imagenette_path, cfg, list(train.wnids))
 
 
 PETS_MANUAL = ("extract images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ "
@@ -243,16 +242,10 @@ def build_pets(cfg) -> DataSplits:
         if missing:
             raise DataError(f"{base / 'annotations' / index} lists {len(missing)} images missing from {base / 'images'}, "
                             f"e.g. {missing[0].name}; re-extract images.tar.gz")
-    num_classes = len(train.classes)
-    if max(val._labels, default=0) >= num_classes:
+    if max(val._labels, default=0) >= len(train.classes):
         raise DataError(f"{base / 'annotations' / 'test.txt'} has breeds that trainval.txt lacks; "
                         f"re-extract annotations.tar.gz")
-    counter = new_counter()
-    return DataSplits(
-        train=_wrap(train, _pets_path, cfg, counter),
-        val=_wrap(val, _pets_path, cfg, counter),
-        num_classes=num_classes, in_channels=3, classes=list(train.classes), skipped=counter,
-    )
+    return _image_splits(train, val, _pets_path, cfg, list(train.classes))
 
 
 class _CIFAR10(datasets.CIFAR10):
