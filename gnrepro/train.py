@@ -80,6 +80,23 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
+def restore_meter(saved: list[dict] | None, procs: Processes) -> EpochMeter | None:
+    """This process's sums of an epoch checkpointed part-way (one entry per process that saved it).
+
+    Resumed on another number of processes, the first process carries all the sums so far and the
+    others only the position in the epoch, so the epoch's combined statistics stay right.
+    """
+    if saved is None:
+        return None
+    if len(saved) == procs.world_size:
+        return EpochMeter(**saved[procs.rank])
+    meters = [EpochMeter(**m) for m in saved]
+    if not procs.is_main:
+        return EpochMeter(steps=meters[0].steps, seconds=meters[0].seconds)
+    return EpochMeter(loss_sum=sum(m.loss_sum for m in meters), wrong=sum(m.wrong for m in meters),
+                      seen=sum(m.seen for m in meters), steps=meters[0].steps, seconds=meters[0].seconds)
+
+
 def combine_train(stats: dict, procs: Processes) -> dict:
     """One epoch's training statistics over all processes (each saw its share of every step)."""
     loss_sum, wrong, seen = sum_over_processes(
@@ -188,7 +205,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, epoch, epoch_lr = ckpt["history"], ckpt["next_epoch"], ckpt["epoch_lr"]
-        meter = EpochMeter(**ckpt["meter"]) if ckpt["meter"] else None
+        meter = restore_meter(ckpt["meter"], procs)
         if len(ckpt["rng"]) == procs.world_size:
             set_rng_state(ckpt["rng"][procs.rank])
         else:
@@ -210,9 +227,10 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         if not all_finite(core):  # never replace the last good checkpoint with a diverged one
             raise DivergedError(f"the weights became non-finite at epoch {epoch}, step {partial.steps if partial else 0}")
         rngs = gather(rng_state(), procs)
+        meters = gather(partial.state_dict(), procs) if partial else None
         if main_process:
             runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
-                "next_epoch": next_epoch, "meter": partial.state_dict() if partial else None, "epoch_lr": epoch_lr,
+                "next_epoch": next_epoch, "meter": meters, "epoch_lr": epoch_lr,
                 "history": history, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rngs, "config": resolved,
             })

@@ -85,7 +85,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     line = err.strip().splitlines()[-1]
     assert line.startswith("gnrepro: stopped: SIGTERM received: checkpoint saved at epoch"), err
     ckpt = runfiles.load_checkpoint(log.parent / "last.pt")  # weights_only=True
-    assert ckpt["next_epoch"] == 1 and ckpt["meter"]["steps"] >= 1  # saved part-way through epoch 1
+    assert ckpt["next_epoch"] == 1 and ckpt["meter"][0]["steps"] >= 1  # saved part-way through epoch 1
     assert not (log.parent / "summary.json").exists()
 
     proc = start(tmp_path, *args)
@@ -145,3 +145,15 @@ def test_a_run_folder_with_other_settings_is_refused_naming_the_keys(tmp_path):
         previous_state(tmp_path, new)
     assert settings_diff(old, {**old, "progress": False}) == []
     assert previous_state(tmp_path, {**old, "progress": False}).checkpoint is None
+
+
+def test_a_partial_epoch_resumed_on_another_number_of_processes_keeps_its_sums():
+    from gnrepro.distributed import Processes
+    from gnrepro.train import restore_meter
+
+    saved = [{"loss_sum": 4.0, "wrong": 3, "seen": 8, "steps": 2, "seconds": 1.5},
+             {"loss_sum": 6.0, "wrong": 1, "seen": 8, "steps": 2, "seconds": 1.4}]
+    assert restore_meter(saved, Processes(1, 2)).loss_sum == 6.0
+    one = restore_meter(saved, Processes(0, 1))
+    assert (one.loss_sum, one.wrong, one.seen, one.steps) == (10.0, 4, 16, 2)
+    assert restore_meter(None, Processes(0, 1)) is None
