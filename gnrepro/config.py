@@ -32,18 +32,18 @@ if not OmegaConf.has_resolver("run_name"):
     OmegaConf.register_new_resolver("run_name", run_name)
 
 
-def _positive_int(value, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}; set e.g. {key}=2")
+def _check_int(value, key: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{key} must be {kind}, got {value!r}; set e.g. {key}={max(minimum, 2)}")
     return value
 
 
 def validate(cfg) -> None:
     """Raise ConfigError naming the first bad value; runs before any data or model is built."""
     for key in ("batch", "workers", "epochs", "final_epochs", "eval_batch"):
-        _positive_int(cfg[key], key)
-    if isinstance(cfg.checkpoint_steps, bool) or not isinstance(cfg.checkpoint_steps, int) or cfg.checkpoint_steps < 0:
-        raise ConfigError(f"checkpoint_steps must be 0 or a positive integer, got {cfg.checkpoint_steps!r}")
+        _check_int(cfg[key], key)
+    _check_int(cfg.checkpoint_steps, "checkpoint_steps", minimum=0)
     check_logger(cfg.logger)
     if cfg.norm.name not in NORMS:
         raise ConfigError(f"unknown norm.name {cfg.norm.name!r}; choose one of: {', '.join(NORMS)}")
@@ -54,7 +54,7 @@ def validate(cfg) -> None:
         raise ConfigError(f"unknown conv.name {cfg.conv.name!r}; choose one of: {', '.join(CONVS)}")
     subset = cfg.data.get("subset")
     if subset is not None:
-        _positive_int(subset, "data.subset")
+        _check_int(subset, "data.subset")
     for key in ("base_lr", "momentum", "weight_decay"):
         value = cfg.optim[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

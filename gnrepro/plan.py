@@ -20,8 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 import gnrepro.config  # noqa: F401  (registers the run_name resolver used by hydra.sweep.subdir)
+from gnrepro.preflight import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # Training images per epoch, for the cost estimate only (no data is read).
 TRAIN_IMAGES = {
