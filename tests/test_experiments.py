@@ -17,7 +17,7 @@ PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 # preset -> (data, model, workers, the set of (norm tag, images per worker) it sweeps)
 EXPECTED = {
     "fig1_batch_size": ("imagenet", "resnet50", 8, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
-    "fig1_batch_size_proxy": ("digits", "resnet50", 1, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
+    "fig1_batch_size_proxy": ("digits", "resnet50", 2, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
     "table1_norms": ("imagenet", "resnet50", 8, {(t, 32) for t in ("bn", "ln", "in", "gn32")}),
     "table3_groups": ("imagenet", "resnet50", 8, {(f"gn{g}", 32) for g in (64, 32, 16, 8, 4, 2, 1)}),
     "table3_channels": ("imagenet", "resnet50", 8, {(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)}),
@@ -63,6 +63,17 @@ def test_data_digits_turns_a_preset_into_a_proxy_with_the_proxy_epochs(name):
     cfgs = compose_jobs(f"experiment={name}", "data=digits")
     assert {c.data.name for c in cfgs} == {"digits"} and {c.epochs for c in cfgs} == {15}
     assert len(cfgs) == len(EXPECTED[name][3])
+
+
+def test_proxy_figure1_uses_one_protocol_for_every_run():
+    cfgs = compose_jobs("experiment=fig1_batch_size_proxy", "seed=0,1")
+    protocols = {(c.workers, c.epochs, c.data.subset, c.data.image_size, c.optim.base_lr, c.optim.warmup,
+                  c.optim.warmup_epochs, tuple(c.optim.milestones)) for c in cfgs}
+    assert len(cfgs) == 20 and len(protocols) == 1, "no run of the sweep may be tuned on its own"
+    (protocol,) = protocols
+    workers, epochs, subset, _, base_lr, warmup, warmup_epochs, milestones = protocol
+    assert subset is None and base_lr == 0.1 and warmup == "always"
+    assert warmup_epochs < milestones[0] * epochs, "the warm-up must reach the peak LR before the first drop"
 
 
 def test_command_line_overrides_win_and_seeds_add_repeats():
@@ -119,7 +130,7 @@ def test_dry_run_cli():
     proc = subprocess.run([sys.executable, "-m", "gnrepro.plan", "experiment=fig1_batch_size_proxy", "seed=0,1",
                            "--throughput", "1000"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert "digits_resnet50/gn32_b2x1_e8_s1" in proc.stdout and "20 runs" in proc.stdout
+    assert "digits_resnet50/gn32_b2x2_e15_s1" in proc.stdout and "20 runs" in proc.stdout
 
 
 def _mk(folder: Path) -> Path:

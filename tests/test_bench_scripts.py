@@ -1,0 +1,32 @@
+"""The step-time benchmarks in scripts/ run and print ratios consistent with the times they print."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_bench_cpu_threads_prints_one_row_per_batch_with_its_ratio():
+    out = run("bench_cpu_threads.py", "--images", "2", "4", "--steps", "1", "--size", "8")
+    rows = re.findall(r"^\s+(\d+)\s+(\d+)ms\s+(\d+)ms\s+([\d.]+)x$", out, flags=re.M)
+    assert [int(r[0]) for r in rows] == [2, 4]
+    for _, one, many, ratio in rows:
+        assert int(one) > 0 and int(many) > 0
+        assert abs(float(ratio) - int(one) / int(many)) < 0.1 * float(ratio)  # the times are rounded to ms
+
+
+def test_bench_per_worker_bn_prints_both_steps_and_the_overhead():
+    out = run("bench_per_worker_bn.py", "--batch", "2", "--workers", "2", "--size", "8", "--steps", "1",
+              "--device", "cpu")
+    per_worker = float(re.search(r"per-worker BN\s+median step\s+([\d.]+) ms", out).group(1))
+    plain = float(re.search(r"plain BN\s+median step\s+([\d.]+) ms", out).group(1))
+    overhead = float(re.search(r"overhead of the emulation: ([\d.]+)x", out).group(1))
+    assert abs(overhead - per_worker / plain) < 0.01 * overhead + 0.002
