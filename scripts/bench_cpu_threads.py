@@ -13,29 +13,25 @@ a slower kernel than on several threads, which is why the answer depends on the 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the gnrepro package and the sibling benchmark
 
+from bench_per_worker_bn import alternating_medians, step_time  # noqa: E402
 from gnrepro.convs import build_conv  # noqa: E402
 from gnrepro.norms import build_norm  # noqa: E402
 from gnrepro.resnet import ResNet  # noqa: E402
 
 
-def step_time(model, opt, x, y) -> float:
-    start = time.perf_counter()
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return time.perf_counter() - start
+def threads_step(threads: int, model, opt, x, y) -> float:
+    """One timed training step on ``threads`` CPU threads."""
+    torch.set_num_threads(threads)
+    return step_time(model, opt, x, y, torch.device("cpu"))
 
 
 def main() -> None:
@@ -54,14 +50,8 @@ def main() -> None:
     print(f"{'images/step':>11}  {'1 thread':>9}  {f'{all_threads} threads':>10}  ratio 1/all")
     for n in args.images:
         x, y = torch.randn(n, 1, args.size, args.size), torch.randint(0, 10, (n,))
-        times = {1: [], all_threads: []}
-        for i in range(args.steps + 2):
-            for threads in times:
-                torch.set_num_threads(threads)
-                t = step_time(model, opt, x, y)
-                if i >= 2:
-                    times[threads].append(t)
-        one, many = statistics.median(times[1]), statistics.median(times[all_threads])
+        med = alternating_medians({t: partial(threads_step, t, model, opt, x, y) for t in (1, all_threads)}, args.steps)
+        one, many = med[1], med[all_threads]
         print(f"{n:>11}  {one * 1e3:>7.0f}ms  {many * 1e3:>8.0f}ms  {one / many:>10.2f}x")
     torch.set_num_threads(all_threads)
 

@@ -40,6 +40,18 @@ def step_time(model, opt, x, y, device) -> float:
     return time.perf_counter() - start
 
 
+def alternating_medians(settings: dict, steps: int, warmup: int = 2) -> dict:
+    """Median seconds of each timed callable, calling them in turn each round so that all see the
+    same machine load; the first ``warmup`` rounds are not counted."""
+    times = {name: [] for name in settings}
+    for i in range(steps + warmup):
+        for name, timed in settings.items():
+            t = timed()
+            if i >= warmup:
+                times[name].append(t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=4, help="images per worker")
@@ -58,13 +70,8 @@ def main() -> None:
         models[name] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
     x = torch.randn(n, 3, args.size, args.size, device=device)
     y = torch.randint(0, 1000, (n,), device=device)
-    times = {name: [] for name in models}
-    for i in range(args.steps + 2):
-        for name, (model, opt) in models.items():
-            t = step_time(model, opt, x, y, device)
-            if i >= 2:
-                times[name].append(t)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med = alternating_medians(
+        {name: partial(step_time, model, opt, x, y, device) for name, (model, opt) in models.items()}, args.steps)
     print(f"ResNet-50, {args.workers} workers x {args.batch} images = {n} per step, {args.size}px, {device}")
     for name, t in med.items():
         print(f"  {name:14s} median step {t * 1000:8.1f} ms  ({n / t:7.1f} images/s)")
