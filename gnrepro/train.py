@@ -32,7 +32,7 @@ from torch.utils.data import Subset
 from gnrepro import runfiles
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
-from gnrepro.data import build_datasets, build_loaders, limit_train
+from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, init_processes, shutdown,
                                  hosted_workers, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
@@ -182,7 +182,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
-    splits = build_datasets(cfg.data)
+    splits = build_datasets(cfg.data, cfg.seed)
     images_per_step = cfg.batch * cfg.workers
     limit_train(splits, cfg.data, images_per_step)
     sampler = StepBatchSampler(len(splits.train), cfg.batch, cfg.workers, cfg.seed,
@@ -245,6 +245,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     try:
         while epoch <= cfg.epochs:
             sampler.set_epoch(epoch, start_step=meter.steps if meter else 0)
+            set_epoch(splits.train, epoch)
             if meter is None:
                 epoch_lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, "lr": epoch_lr}

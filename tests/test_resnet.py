@@ -71,3 +71,16 @@ def test_per_worker_bn_reaches_every_layer():
     model = ResNet(50, partial(build_norm, "bn", workers=4), build_conv("plain"))
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(bns) == 53 and all(m.workers == 4 for m in bns)
+
+
+def test_resnet26_is_timms_resnet26_layout():
+    """The proxy's ResNet-26 (2-2-2-2 bottlenecks, the paper's widths) matches timm's resnet26
+    parameter for parameter, and gives the same outputs with the same weights."""
+    import timm
+
+    ours, ref = make(26), timm.create_model("resnet26", pretrained=False)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    ref.load_state_dict(ours.state_dict())
+    ours.eval(), ref.eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)

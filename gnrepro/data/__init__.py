@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import struct
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from PIL import Image
@@ -60,14 +61,25 @@ class DataSplits:
         return 0 if self.skipped is None else int(self.skipped.value)
 
 
-def build_datasets(cfg) -> DataSplits:
-    """Build the splits for the data config ``cfg`` (the ``data`` group)."""
+def build_datasets(cfg, seed: int = 0) -> DataSplits:
+    """Build the splits for the data config ``cfg`` (the ``data`` group); ``seed`` is the run's
+    (it seeds the embedded set's per-image augmentation)."""
     from gnrepro.data import digits, images
 
-    builders = {"digits": digits.build, **images.BUILDERS}
+    builders = {"digits": partial(digits.build, seed=seed), **images.BUILDERS}
     if cfg.name not in builders:
         raise ConfigError(f"unknown data set {cfg.name!r}; choose one of {', '.join(sorted(builders))}")
     return builders[cfg.name](cfg)
+
+
+def set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell a data set whose augmentation is drawn per (seed, epoch, image) which epoch it serves,
+    through any wrappers (Subset, ImageFiles); data sets without one are left alone."""
+    while dataset is not None:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+            return
+        dataset = getattr(dataset, "dataset", None)
 
 
 def loader_options(cfg) -> dict:

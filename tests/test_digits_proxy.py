@@ -1,0 +1,79 @@
+"""The embedded proxy's data: augmentation drawn per (seed, epoch, image), so resuming and
+DataLoader workers see the same images; the warp is torchvision's affine; one protocol per sweep."""
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from scipy import ndimage
+from torch.utils.data import DataLoader, Subset
+
+from gnrepro.data import build_datasets, set_epoch
+
+AUG = {"rotate": 15, "scale": 0.15, "shear": 10, "translate": 1, "noise": 0.2}
+
+
+def digits_cfg(augment=AUG, **kw):
+    return OmegaConf.create({"name": "digits", "image_size": 10, "val_fraction": 0.2, "split_seed": 0,
+                             "small_input": True, "epochs": 1, "num_workers": 0, "subset": None,
+                             "augment": augment, **kw})
+
+
+def images(dataset, idx):
+    return torch.stack([dataset[i][0] for i in idx])
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_image():
+    train = build_datasets(digits_cfg(), seed=3).train
+    idx = [0, 5, 700]
+    first = images(train, idx)
+    assert torch.equal(images(train, idx[::-1]), first.flip(0)), "the order images are drawn in must not matter"
+    set_epoch(train, 2)
+    second = images(train, idx)
+    set_epoch(train, 1)
+    assert torch.equal(images(train, idx), first), "epoch 1 again gives epoch 1's images"
+    assert not torch.equal(second, first), "each epoch draws new views"
+    other_seed = build_datasets(digits_cfg(), seed=4).train
+    assert not torch.equal(images(other_seed, idx), first), "each seed draws its own views"
+
+
+def test_dataloader_workers_and_subsets_see_the_same_augmentation():
+    splits = build_datasets(digits_cfg(), seed=0)
+    train = Subset(splits.train, list(range(0, 40, 2)))
+    set_epoch(train, 3)  # reaches through the Subset
+    in_process = torch.cat([x for x, _ in DataLoader(train, batch_size=8)])
+    with_workers = torch.cat([x for x, _ in DataLoader(train, batch_size=8, num_workers=2)])
+    assert torch.equal(in_process, with_workers)
+
+
+def test_zero_magnitudes_leave_the_unaugmented_images():
+    none = {k: 0 for k in AUG}
+    plain = build_datasets(digits_cfg(augment=None), seed=0)
+    still = build_datasets(digits_cfg(augment=none), seed=0)
+    idx = list(range(0, 1437, 97))
+    torch.testing.assert_close(images(still.train, idx), images(plain.train, idx), rtol=0, atol=1e-5)
+    assert torch.equal(still.val.tensors[0], plain.val.tensors[0]), "validation images are never augmented"
+
+
+def test_a_pure_rotation_matches_an_independent_rotation():
+    """Rotation only (no noise): the warped digit equals scipy's rotation of the same image about
+    its centre, away from the border where the two fill differently."""
+    cfg = digits_cfg(augment={"rotate": 15, "scale": 0, "shear": 0, "translate": 0, "noise": 0})
+    aug = build_datasets(cfg, seed=0).train
+    plain = build_datasets(digits_cfg(augment=None), seed=0).train
+    index = 11
+    u = torch.rand(5, generator=aug.generator(index)) * 2 - 1
+    angle = float(u[0]) * 15
+    raw = (plain[index][0][0] * aug.std + aug.mean).numpy().astype(np.float64)
+    # scipy's angle runs the other way round in array coordinates; both rotate about the centre.
+    ref = ndimage.rotate(raw, -angle, reshape=False, order=1, mode="constant", cval=0.0)
+    got = (aug[index][0][0] * aug.std + aug.mean).numpy()
+    inner = (slice(2, 8), slice(2, 8))
+    assert abs(angle) > 1 and np.abs(got[inner] - ref[inner]).max() < 1e-5
+
+
+@pytest.mark.parametrize("key,value", [("rotate", -1), ("noise", -0.1)])
+def test_negative_magnitudes_are_refused(key, value):
+    from gnrepro.norms import ConfigError
+
+    with pytest.raises(ConfigError, match=f"data.augment.{key}"):
+        build_datasets(digits_cfg(augment={**AUG, key: value}), seed=0)
