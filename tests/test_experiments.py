@@ -17,7 +17,9 @@ PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 # preset -> (data, model, workers, the set of (norm tag, images per worker) it sweeps)
 EXPECTED = {
     "fig1_batch_size": ("imagenet", "resnet50", 8, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
-    "fig1_batch_size_proxy": ("digits", "resnet50", 2, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
+    "fig1_batch_size_proxy": ("digits", "resnet26", 1, {(t, b) for t in ("bn", "gn32") for b in (32, 16, 8, 4, 2)}),
+    "table1_norms_proxy": ("digits", "resnet26", 1, {(t, 32) for t in ("bn", "ln", "in", "gn32")}),
+    "table3_groups_proxy": ("digits", "resnet26", 1, {(f"gn{g}", 32) for g in (64, 32, 16, 8, 4, 2, 1)}),
     "table1_norms": ("imagenet", "resnet50", 8, {(t, 32) for t in ("bn", "ln", "in", "gn32")}),
     "table3_groups": ("imagenet", "resnet50", 8, {(f"gn{g}", 32) for g in (64, 32, 16, 8, 4, 2, 1)}),
     "table3_channels": ("imagenet", "resnet50", 8, {(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)}),
@@ -65,15 +67,25 @@ def test_data_digits_turns_a_preset_into_a_proxy_with_the_proxy_epochs(name):
     assert len(cfgs) == len(EXPECTED[name][3])
 
 
-def test_proxy_figure1_uses_one_protocol_for_every_run():
-    cfgs = compose_jobs("experiment=fig1_batch_size_proxy", "seed=0,1")
-    protocols = {(c.workers, c.epochs, c.data.subset, c.data.image_size, c.optim.base_lr, c.optim.warmup,
-                  c.optim.warmup_epochs, tuple(c.optim.milestones)) for c in cfgs}
-    assert len(cfgs) == 20 and len(protocols) == 1, "no run of the sweep may be tuned on its own"
-    (protocol,) = protocols
-    workers, epochs, subset, _, base_lr, warmup, warmup_epochs, milestones = protocol
-    assert subset is None and base_lr == 0.1 and warmup == "always"
-    assert warmup_epochs < milestones[0] * epochs, "the warm-up must reach the peak LR before the first drop"
+PROXIES = [n for n in PRESETS if EXPECTED[n][0] == "digits"]
+
+
+def test_every_proxy_sweep_uses_one_protocol_for_every_run():
+    """Figure 1, Table 1 and Table 3 on digits: every run of every proxy sweep shares one protocol
+    (configs/proxy/digits.yaml); nothing but the swept setting and the seed differs."""
+    cfgs = [c for name in PROXIES for c in compose_jobs(f"experiment={name}", "seed=0,1,2")]
+    assert len(cfgs) == 3 * (10 + 4 + 7)
+
+    def protocol(c):
+        swept = {"norm", "batch", "seed"}
+        return OmegaConf.to_yaml(OmegaConf.masked_copy(c, [k for k in c if k not in swept]), resolve=True)
+
+    assert len({protocol(c) for c in cfgs}) == 1, "no run of a proxy sweep may be tuned on its own"
+    c = cfgs[0]
+    assert c.data.augment is not None and c.data.subset is None and c.optim.base_lr == 0.1
+    assert c.model.name == "resnet26" and c.optim.warmup == "always"
+    assert c.optim.warmup_epochs < c.optim.milestones[0] * c.epochs, "the warm-up must end before the first drop"
+    assert {(c.norm.name, c.batch) for c in cfgs} >= {("bn", 2), ("gn", 32), ("ln", 32), ("in", 32)}
 
 
 def test_command_line_overrides_win_and_seeds_add_repeats():
