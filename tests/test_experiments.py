@@ -23,6 +23,10 @@ EXPECTED = {
     "table3_channels": ("imagenet", "resnet50", 8, {(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)}),
     "resnet101": ("imagenet", "resnet101", 8, {(t, b) for t in ("bn", "gn32") for b in (32, 2)}),
     "pets_ws": ("pets", "resnet50", 1, {(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)}),
+    "batch_renorm": ("imagenet", "resnet50", 8, {(t, 4) for t in ("bn", "brn", "gn32")}),
+    "vgg16": ("imagenet", "vgg16", 8, {(t, 32) for t in ("none", "bn", "gn32")}),
+    "fig1_precise_bn": ("imagenet", "resnet50", 8, {("bn-precise", b) for b in (32, 16, 8, 4, 2)}),
+    "fig1_precise_bn_proxy": ("digits", "resnet50", 2, {("bn-precise", b) for b in (32, 16, 8, 4, 2)}),
 }
 
 
@@ -74,6 +78,24 @@ def test_proxy_figure1_uses_one_protocol_for_every_run():
     workers, epochs, subset, _, base_lr, warmup, warmup_epochs, milestones = protocol
     assert subset is None and base_lr == 0.1 and warmup == "always"
     assert warmup_epochs < milestones[0] * epochs, "the warm-up must reach the peak LR before the first drop"
+
+
+def test_precise_bn_proxy_shares_the_proxy_figure1_protocol_and_only_changes_evaluation():
+    def protocol(c):
+        return (c.workers, c.epochs, c.data.subset, c.optim.warmup, c.optim.warmup_epochs, c.norm.name, c.batch)
+    base = {protocol(c) for c in compose_jobs("experiment=fig1_batch_size_proxy") if c.norm.name == "bn"}
+    precise = compose_jobs("experiment=fig1_precise_bn_proxy")
+    assert {protocol(c) for c in precise} == base and {c.norm.eval_stats for c in precise} == {"precise"}
+
+
+def test_new_presets_keep_the_papers_settings():
+    (brn, *_) = [c for c in compose_jobs("experiment=batch_renorm") if c.norm.name == "brn"]
+    assert (brn.norm.r_max, brn.norm.d_max, brn.norm.relax_start, brn.norm.relax_steps) == (1.5, 0.5, 0, 0)
+    vgg = compose_jobs("experiment=vgg16")
+    assert {(c.model.classifier_width, c.model.pool_size, c.probe.layer) for c in vgg} == {(4096, 7, "conv5_3")}
+    assert all(c.probe.every_steps > 0 for c in vgg)
+    (default,) = compose_jobs("data=digits")
+    assert default.probe.every_steps == 0 and default.norm.eval_stats == "running", "off by default"
 
 
 def test_command_line_overrides_win_and_seeds_add_repeats():
