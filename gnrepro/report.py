@@ -5,8 +5,9 @@ at 32 images/worker), Table 2 / Figure 1 (error vs images per worker), Table 3 (
 and bottom, also drawn as a plot), the ResNet-101 results of Sec. 4.1, the Figure 4/5-style
 error-vs-epoch curves, the blog's Pets GN+WS check, and the rest of Sec. 4.1: Batch Renorm at 4
 images/worker, VGG-16 without normalization / BN / GN with Figure 6 (conv5_3's percentiles over
-training, from the runs' probe.jsonl), and Figure 1 with a precise-BN curve (Wu & Johnson 2021). Each table is written as Markdown, CSV and
-LaTeX with the reproduced mean, std and n over seeds beside the published value and the difference.
+training, from the runs' probe.jsonl), and Figure 1 with a precise-BN curve (Wu & Johnson 2021).
+Each table is written as Markdown, CSV and LaTeX with the reproduced mean, std and n over seeds
+beside the published value and the difference.
 
 Rules: runs of different data sets, models or protocols (workers, epochs, subset) never share a
 table; published numbers are ImageNet's, so on any other data set the table is titled as a PROXY
@@ -286,8 +287,12 @@ def plot_feature_distribution(runs: pd.DataFrame, key: dict, path: Path) -> bool
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
     for ax, (tag, df) in zip(axes[0], panels):
-        ax.fill_between(df.step, df.p1, df.p99, color="tab:blue", alpha=0.25, lw=0, label="1-99 percentile")
-        ax.fill_between(df.step, df.p20, df.p80, color="tab:blue", alpha=0.6, lw=0, label="20-80 percentile")
+        cols = sorted((c for c in df.columns if c[0] == "p" and c[1:].replace(".", "").isdigit()),
+                      key=lambda c: float(c[1:]))
+        for i in range(len(cols) // 2):  # nested bands, outermost pair (p1-p99) lightest
+            low, high = cols[i], cols[-1 - i]
+            ax.fill_between(df.step, df[low], df[high], color="tab:blue", alpha=0.25 + 0.35 * i, lw=0,
+                            label=f"{low[1:]}-{high[1:]} percentile")
         ax.set_title(f"{key['model']}, {LABELS.get(tag, tag)}", fontsize=9)
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)

@@ -93,7 +93,7 @@ def test_config_checks():
 def test_precise_run_trains_identically_and_evaluates_with_population_statistics(compose_cfg, tmp_path):
     from gnrepro.train import run
 
-    common = ["norm=bn", "batch=4", "workers=2", "epochs=2", "data.subset=64", "data.image_size=8", "progress=false",
+    common = ["norm=bn", "batch=4", "workers=2", "epochs=2", "data.subset=32", "data.image_size=8", "progress=false",
               "deterministic=true", "optim.warmup=never"]
     summaries = {}
     for mode in ("running", "precise"):
