@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from gnrepro.batch_renorm import check_renorm
 from gnrepro.convs import CONVS
 from gnrepro.loggers import check_logger
 from gnrepro.norms import NORMS, ConfigError, num_groups
+from gnrepro.precise_bn import check_precise, uses_precise
+from gnrepro.probe import check_probe
 from gnrepro.resnet import norm_widths
 
 
@@ -20,6 +23,8 @@ def norm_tag(norm, conv) -> str:
         tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
     else:
         tag = name
+    if uses_precise(norm):
+        tag += "-precise"
     return tag + ("-ws" if conv.get("name") == "ws" else "")
 
 
@@ -47,6 +52,13 @@ def validate(cfg) -> None:
     check_logger(cfg.logger)
     if cfg.norm.name not in NORMS:
         raise ConfigError(f"unknown norm.name {cfg.norm.name!r}; choose one of: {', '.join(NORMS)}")
+    if cfg.norm.name == "none" and cfg.model.get("arch", "resnet") != "vgg":
+        raise ConfigError(f"norm=none (no normalization) is for VGG only; model={cfg.model.name} needs a norm, "
+                          "e.g. norm=bn or norm=gn (or model=vgg16)")
+    if cfg.norm.name == "brn":
+        check_renorm(cfg.norm)
+    check_precise(cfg.norm)
+    check_probe(cfg.get("probe") or {})
     if cfg.norm.name == "gn":
         for width in norm_widths():  # G (or C/G) must fit every layer of the model
             num_groups(width, cfg.norm.groups, cfg.norm.channels_per_group)

@@ -8,6 +8,9 @@ per-channel affine gamma/beta (Sec. 3.1). The methods differ only in S_i:
 - ``ln``: GN with G = 1 (Sec. 3.1, "LN ... is a special case of GN").
 - ``in``: GN with one channel per group (G = C).
 
+``brn`` is Batch Renorm on BN's per-worker statistics (gnrepro.batch_renorm, Sec. 4.1); ``none`` is no
+layer at all (VGG-16 without normalization, Sec. 4.1).
+
 All arithmetic is torch's own kernels (``F.batch_norm`` / ``F.group_norm``); this module only
 chooses S_i. The channels-first factory signature follows timm's norm layers.
 """
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 from timm.layers import GroupNorm
 from torch import nn
 
-NORMS = ("bn", "gn", "ln", "in")
+NORMS = ("bn", "brn", "gn", "ln", "in", "none")  # brn: gnrepro.batch_renorm; none: VGG only
 EPS = 1e-5  # the paper's epsilon for every normalization
 
 
@@ -86,28 +89,35 @@ class PerWorkerBatchNorm2d(nn.BatchNorm2d):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", workers={self.workers}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.workers
-        if w == 1 or not self.training:
-            return super().forward(x)
-        n, c = x.shape[:2]
+    def fold(self, x: torch.Tensor) -> torch.Tensor:
+        """(B*W, C, H, W) -> (B, W*C, H, W), a view: worker k's channels at k*C..k*C+C-1."""
+        n, w = x.shape[0], self.workers
         if n % w:
             raise ValueError(f"a batch of {n} images cannot be split evenly over {w} workers")
-        folded = x.reshape(n // w, w * c, *x.shape[2:])  # a view: worker k's channels at k*C..k*C+C-1
+        return x.reshape(n // w, w * x.shape[1], *x.shape[2:])
+
+    def normalize_folded(self, folded: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Per-worker batch statistics and affine ``weight``/``bias`` (one per folded channel), with
+        the running statistics rule above."""
+        w, c = self.workers, self.num_features
         running_mean = running_var = None
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             running_mean = self.running_mean.repeat(w)
             running_var = self.running_var.repeat(w)
-        out = F.batch_norm(
-            folded, running_mean, running_var, self.weight.repeat(w), self.bias.repeat(w),
-            training=True, momentum=self.momentum, eps=self.eps,
-        )
+        out = F.batch_norm(folded, running_mean, running_var, weight, bias,
+                           training=True, momentum=self.momentum, eps=self.eps)
         if self.track_running_stats:
             with torch.no_grad():
                 self.running_mean.copy_(running_mean.view(w, c).mean(0))
                 self.running_var.copy_(running_var.view(w, c).mean(0))
-        return out.reshape(x.shape)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.workers
+        if w == 1 or not self.training:
+            return super().forward(x)
+        return self.normalize_folded(self.fold(x), self.weight.repeat(w), self.bias.repeat(w)).reshape(x.shape)
 
 
 def build_norm(
@@ -119,18 +129,29 @@ def build_norm(
     workers: int = 1,
     eps: float = EPS,
     sync: bool = False,
-) -> nn.Module:
+    **renorm,
+) -> nn.Module | None:
     """Build the normalization layer ``name`` for a layer with ``num_channels`` channels.
 
-    ``groups``/``channels_per_group`` apply to ``gn`` only; ``workers`` and ``sync`` to ``bn`` only.
-    Every layer has a per-channel affine gamma/beta, initialised to 1/0.
+    ``groups``/``channels_per_group`` apply to ``gn`` only; ``workers`` and ``sync`` to ``bn`` only
+    (``workers`` also to ``brn``, whose options ``renorm`` are those of PerWorkerBatchRenorm2d).
+    Every layer has a per-channel affine gamma/beta, initialised to 1/0. ``none`` builds no layer
+    (returns None), for models that can leave it out (VGG-16 without normalization, paper Sec. 4.1).
     """
+    if renorm and name != "brn":
+        raise ConfigError(f"norm {name!r} has no {', '.join(sorted(renorm))}; those apply to norm=brn only")
     if name != "gn" and (groups is not None or channels_per_group is not None):
         raise ConfigError(f"norm {name!r} has no groups; norm.groups / norm.channels_per_group apply to norm=gn only")
     if name == "bn":
         if sync:
             return nn.SyncBatchNorm(num_channels, eps=eps)
         return PerWorkerBatchNorm2d(num_channels, workers=workers, eps=eps)
+    if name == "brn":
+        from gnrepro.batch_renorm import PerWorkerBatchRenorm2d  # it subclasses this module's BN
+
+        return PerWorkerBatchRenorm2d(num_channels, workers=workers, eps=eps, **renorm)
+    if name == "none":
+        return None
     if name == "gn":
         return GroupNorm(num_channels, num_groups(num_channels, groups, channels_per_group), eps=eps)
     if name == "ln":

@@ -3,8 +3,11 @@
 Reproduces the layout of the Group Normalization paper (Wu & He, ECCV 2018): Table 1 (BN/LN/IN/GN
 at 32 images/worker), Table 2 / Figure 1 (error vs images per worker), Table 3 (group division, top
 and bottom, also drawn as a plot), the ResNet-101 results of Sec. 4.1, the Figure 4/5-style
-error-vs-epoch curves, and the blog's Pets GN+WS check. Each table is written as Markdown, CSV and
-LaTeX with the reproduced mean, std and n over seeds beside the published value and the difference.
+error-vs-epoch curves, the blog's Pets GN+WS check, and the rest of Sec. 4.1: Batch Renorm at 4
+images/worker, VGG-16 without normalization / BN / GN with Figure 6 (conv5_3's percentiles over
+training, from the runs' probe.jsonl), and Figure 1 with a precise-BN curve (Wu & Johnson 2021).
+Each table is written as Markdown, CSV and LaTeX with the reproduced mean, std and n over seeds
+beside the published value and the difference.
 
 Rules: runs of different data sets, models or protocols (workers, epochs, subset) never share a
 table; published numbers are ImageNet's, so on any other data set the table is titled as a PROXY
@@ -25,11 +28,14 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from gnrepro.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
+from gnrepro.runfiles import read_jsonl  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
 BATCHES = [32, 16, 8, 4, 2]
-LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN"}
+LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN", "brn": "BRN",
+          "none": "no norm", "bn-precise": "BN, precise stats"}
 
 
 @dataclass
@@ -39,11 +45,12 @@ class Table:
     name: str
     title: str
     rows: list[tuple[str, int]]          # (norm_tag, images per worker), in the paper's order
-    experiment: str | None               # the CSV's ``experiment`` column; None = nothing published
+    experiment: str | tuple | None       # the CSV's ``experiment`` column(s); None = nothing published
     setting: str                         # the label of the varied setting's column
     models: tuple[str, ...] | None = None  # only for these models (None: any)
     data: tuple[str, ...] | None = None  # only for these data sets (None: any)
     label: dict = field(default_factory=dict)  # norm_tag -> row label
+    requires: str | None = None          # written only where runs with this norm tag exist
 
 
 TABLES = [
@@ -59,6 +66,13 @@ TABLES = [
           [(t, b) for b in (32, 2) for t in ("bn", "gn32")], "resnet101", "images/worker", models=("resnet101",)),
     Table("pets_ws", "Pets (blog): BN, GN and GN+WS at 4 and 1 images per step",
           [(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)], None, "images/worker", data=("pets",)),
+    Table("batch_renorm", "Sec. 4.1: BN, Batch Renorm (r_max 1.5, d_max 0.5) and GN at 4 images per worker",
+          [(t, 4) for t in ("bn", "brn", "gn32")], ("batch_size", "batch_renorm"), "norm", requires="brn"),
+    Table("vgg16", "Sec. 4.1: VGG-16 without normalization, with BN and with GN at 32 images per worker",
+          [(t, 32) for t in ("none", "bn", "gn32")], "vgg16", "norm", models=("vgg16",)),
+    Table("fig1_precise_bn", "Figure 1 with precise BN: BN evaluated with population statistics",
+          [(t, b) for t in ("bn", "bn-precise", "gn32") for b in BATCHES], "batch_size", "images/worker",
+          requires="bn-precise"),
 ]
 
 
@@ -81,7 +95,8 @@ def published_value(pub: pd.DataFrame, table: Table, model: str, tag: str, batch
     """The paper's ImageNet number for this cell, matched on (model, norm, groups or C/G, images/worker)."""
     if table.experiment is None:
         return None
-    hit = pub[(pub.experiment == table.experiment) & (pub.dataset == "imagenet") & (pub.model == model)
+    experiments = [table.experiment] if isinstance(table.experiment, str) else list(table.experiment)
+    hit = pub[pub.experiment.isin(experiments) & (pub.dataset == "imagenet") & (pub.model == model)
               & (pub.norm_tag == tag) & (pub.images_per_worker == batch)]
     return float(hit.top1_error_pct.iloc[0]) if len(hit) else None
 
@@ -111,6 +126,8 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
     """Rows of ``table`` for one protocol group: reproduced mean/std/n over complete seeds, published
     value and difference (ImageNet) or the published ImageNet value as a reference only (proxy)."""
     if table.models and key["model"] not in table.models or table.data and key["data"] not in table.data:
+        return None
+    if table.requires and table.requires not in set(runs.norm_tag):
         return None
     proxy = is_proxy(key["data"])
     pub_col = "published ImageNet (reference only)" if proxy else "published"
@@ -179,11 +196,13 @@ def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -
     """Figure 1: error vs images per worker for BN and GN (reproduced), the published curves beside."""
     proxy = is_proxy(key["data"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for tag, color in (("bn", "tab:blue"), ("gn32", "tab:red")):
+    for tag, color in (("bn", "tab:blue"), ("gn32", "tab:red"), ("bn-precise", "tab:green")):
         stats = _mean_std(runs, tag)
         if len(stats):
             axes[0].errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", color=color,
                              capsize=3, label=f"{LABELS[tag]} (n={_n_range(stats['count'])} seeds)")
+        if tag == "bn-precise":
+            continue  # not in the paper: drawn only where reproduced
         p = pub[(pub.experiment == "batch_size") & (pub.model == "resnet50") & (pub.norm_tag == tag)]
         axes[1].plot(p.images_per_worker, p.top1_error_pct, marker="s", ls="--", color=color, label=LABELS[tag])
     where = f"PROXY: {key['data']}, not ImageNet" if proxy else "reproduced, ImageNet"
@@ -251,6 +270,43 @@ def plot_curves(runs: pd.DataFrame, tags: list[str], batches: list[int], key: di
     return drawn
 
 
+def plot_feature_distribution(runs: pd.DataFrame, key: dict, path: Path) -> bool:
+    """Figure 6: one panel per norm, a probed layer's 1/20/80/99 percentiles vs training iterations
+    (bands p1-p99 and p20-p80, as the paper draws them), from the lowest seed probed per norm."""
+    order = [t for t in ("none", "bn", "gn32") if t in set(runs.norm_tag)]
+    order += sorted(set(runs.norm_tag) - set(order))
+    panels = []
+    for tag in order:
+        for folder in runs[runs.norm_tag == tag].sort_values("seed").folder:
+            if (Path(folder) / PROBE_FILE).is_file():
+                rows = read_jsonl(Path(folder) / PROBE_FILE)
+                if rows:
+                    panels.append((tag, pd.DataFrame(rows)))
+                    break
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (tag, df) in zip(axes[0], panels):
+        cols = sorted((c for c in df.columns if c[0] == "p" and c[1:].replace(".", "").isdigit()),
+                      key=lambda c: float(c[1:]))
+        for i in range(len(cols) // 2):  # nested bands, outermost pair (p1-p99) lightest
+            low, high = cols[i], cols[-1 - i]
+            ax.fill_between(df.step, df[low], df[high], color="tab:blue", alpha=0.25 + 0.35 * i, lw=0,
+                            label=f"{low[1:]}-{high[1:]} percentile")
+        ax.set_title(f"{key['model']}, {LABELS.get(tag, tag)}", fontsize=9)
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+    layer = panels[0][1].layer.iloc[0]
+    axes[0][0].set_ylabel(f"{layer} responses")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    where = f"PROXY ({key['data']}, not ImageNet)" if is_proxy(key["data"]) else key["data"]
+    fig.suptitle(f"Figure 6: feature distribution of {layer} during training, {where}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def build_report(results_dir: str | Path, out_dir: str | Path, published: Path = PUBLISHED) -> list[Path]:
     """Write every table and figure that the runs under ``results_dir`` allow; returns the files."""
     runs = load_runs(results_dir)
@@ -288,6 +344,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
                 if plot_curves(group, ["bn", "ln", "in", "gn32"], [32], key, gdir / "fig4_curves.png",
                                "32 images/worker"):
                     written.append(gdir / "fig4_curves.png")
+        if plot_feature_distribution(group, key, gdir / "fig6_feature_distribution.png"):
+            written.append(gdir / "fig6_feature_distribution.png")
+            index.append(f"- Figure 6: ![]({gdir.name}/fig6_feature_distribution.png)")
         bad = group[group.status != "complete"]
         if len(bad):
             cols = ["folder", "status", "norm_tag", "batch", "seed", "epochs_done", "error"]

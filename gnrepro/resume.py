@@ -23,8 +23,11 @@ log = logging.getLogger("gnrepro")
 RUNTIME_KEYS = (
     "progress", "device", "eval_batch", "debug", "results_dir", "checkpoint_steps", "logger",
     "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
-    "data.prefetch_factor",
+    "data.prefetch_factor", "probe",
 )
+# Keys added after runs were made, with the value that reproduces the runs made before them: a saved
+# config without the key is the same setting as one with this value.
+ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100}
 
 
 @dataclass
@@ -46,8 +49,10 @@ def settings_diff(old: dict, new: dict) -> list[str]:
     """``key (old -> new)`` for every result-changing setting that differs."""
     a, b = _flatten(old), _flatten(new)
     runtime = lambda k: any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS)  # noqa: E731
-    return [f"{k} ({a.get(k, 'unset')!r} -> {b.get(k, 'unset')!r})"
-            for k in sorted(set(a) | set(b)) if not runtime(k) and a.get(k) != b.get(k)]
+    old_value = lambda k: a.get(k, ADDED_KEYS.get(k, "unset"))  # noqa: E731
+    new_value = lambda k: b.get(k, ADDED_KEYS.get(k, "unset"))  # noqa: E731
+    return [f"{k} ({old_value(k)!r} -> {new_value(k)!r})"
+            for k in sorted(set(a) | set(b)) if not runtime(k) and old_value(k) != new_value(k)]
 
 
 def read_summary(run_dir: Path) -> Optional[dict]:

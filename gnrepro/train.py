@@ -12,6 +12,7 @@ next step and stop, and a non-finite loss stops the run and marks it failed.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -38,8 +39,10 @@ from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gat
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
 from gnrepro.loggers import build_logger
 from gnrepro.norms import ConfigError
+from gnrepro.precise_bn import evaluation_statistics
 from gnrepro.preemption import Preempted, PreemptionSignals
 from gnrepro.preflight import CONFIGS, check_command_line
+from gnrepro.probe import attach_probe
 from gnrepro.resume import RunState, previous_state
 from gnrepro.sampling import StepBatchSampler
 from gnrepro.schedule import build_optimizer, build_scheduler
@@ -212,6 +215,8 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
             log.warning("the checkpoint holds random states for %d processes, not %d: data augmentation "
                         "continues from fresh streams", len(ckpt["rng"]), procs.world_size)
         log.info("resuming %s at epoch %d, step %d", run_dir, epoch, meter.steps if meter else 0)
+    steps_done = (epoch - 1) * sampler.steps_per_epoch + (meter.steps if meter else 0)
+    probe = attach_probe(core, cfg.get("probe") or {}, run_dir, cfg.seed, steps_done) if main_process else None
 
     if main_process:
         runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
@@ -228,6 +233,8 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
             raise DivergedError(f"the weights became non-finite at epoch {epoch}, step {partial.steps if partial else 0}")
         rngs = gather(rng_state(), procs)
         meters = gather(partial.state_dict(), procs) if partial else None
+        if probe is not None:
+            probe.flush()
         if main_process:
             runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
                 "next_epoch": next_epoch, "meter": meters, "epoch_lr": epoch_lr,
@@ -254,7 +261,13 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
                                                      on_step=on_step), procs))
             eval_start = time.perf_counter()
             average_bn_buffers(core, procs)
-            row.update(combine_eval(evaluate(core, val_loader, device), len(splits.val), procs))
+
+            def precise_batches():  # precise BN: this epoch's first K steps, from its start
+                sampler.set_epoch(epoch)
+                return itertools.islice(train_loader, cfg.norm.precise_batches)
+
+            with evaluation_statistics(core, cfg.norm, precise_batches, device):
+                row.update(combine_eval(evaluate(core, val_loader, device), len(splits.val), procs))
             row["epoch_seconds"] = row["train_seconds"] + time.perf_counter() - eval_start
             row["images_per_s"] = row["train_images"] / row["train_seconds"]
             history.append(row)

@@ -10,15 +10,18 @@ from gnrepro.runfiles import write_json, write_jsonl
 
 
 def fake_run(root: Path, *, data="imagenet", model="resnet50", norm="bn", groups=None, cpg=None, conv="plain",
-             batch=32, workers=8, epochs=100, seed=0, error=25.0, status="complete", subset=None) -> Path:
+             batch=32, workers=8, epochs=100, seed=0, error=25.0, status="complete", subset=None,
+             eval_stats=None) -> Path:
     if norm == "gn":
         tag = f"gn_c{cpg}" if cpg is not None else f"gn{groups or 32}"
     else:
         tag = norm
+    tag += "-precise" if eval_stats == "precise" else ""
     tag += "-ws" if conv == "ws" else ""
     folder = Path(root) / f"{data}_{model}" / f"{tag}_b{batch}x{workers}_e{epochs}_s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    norm_cfg = {"name": norm, **({"groups": groups, "channels_per_group": cpg} if norm == "gn" else {})}
+    norm_cfg = {"name": norm, **({"groups": groups, "channels_per_group": cpg} if norm == "gn" else {}),
+                **({"eval_stats": eval_stats} if eval_stats else {})}
     cfg = {"batch": batch, "workers": workers, "epochs": epochs, "seed": seed, "model": {"name": model},
            "norm": norm_cfg, "conv": {"name": conv}, "data": {"name": data, "subset": subset}}
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -20,11 +20,11 @@ def run_inprocess(monkeypatch, capsys, tmp_path, *overrides):
 
 
 CASES = {
-    "unknown model": (("model=resnet18",), "unknown model 'resnet18'; choose one of: resnet101, resnet50"),
-    "unknown norm": (("norm=xn",), "unknown norm 'xn'; choose one of: bn, bn_ws, gn, gn_ws, in, ln"),
+    "unknown model": (("model=resnet18",), "unknown model 'resnet18'; choose one of: resnet101, resnet26, resnet50, vgg16"),
+    "unknown norm": (("norm=xn",), "unknown norm 'xn'; choose one of: bn, bn_ws, brn, gn, gn_ws, in, ln, none"),
     "unknown norm in a sweep": (("norm=bn,xn",), "unknown norm 'xn'"),
     "unknown data": (("data=mnist",), "unknown data 'mnist'; choose one of:"),
-    "unknown norm.name": (("norm.name=xn",), "unknown norm.name 'xn'; choose one of: bn, gn, ln, in"),
+    "unknown norm.name": (("norm.name=xn",), "unknown norm.name 'xn'; choose one of: bn, brn, gn, ln, in, none"),
     "G not dividing C": (("norm=gn", "norm.groups=48"), "groups=48 cannot split a layer of 64 channels"),
     "C/G not dividing C": (("norm=gn", "norm.channels_per_group=3"), "channels_per_group=3 cannot split a layer of 64"),
     "both groups and channels_per_group": (("norm=gn", "norm.groups=8", "norm.channels_per_group=4"),
@@ -80,4 +80,4 @@ def test_bad_input_through_a_real_process(run_cli, tmp_path):
     ]
     proc = run_cli("norm=xn")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "gnrepro: error: unknown norm 'xn'; choose one of: bn, bn_ws, gn, gn_ws, in, ln"]
+        "gnrepro: error: unknown norm 'xn'; choose one of: bn, bn_ws, brn, gn, gn_ws, in, ln, none"]

@@ -25,6 +25,10 @@ EXPECTED = {
     "table3_channels": ("imagenet", "resnet50", 8, {(f"gn_c{c}", 32) for c in (64, 32, 16, 8, 4, 2, 1)}),
     "resnet101": ("imagenet", "resnet101", 8, {(t, b) for t in ("bn", "gn32") for b in (32, 2)}),
     "pets_ws": ("pets", "resnet50", 1, {(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)}),
+    "batch_renorm": ("imagenet", "resnet50", 8, {(t, 4) for t in ("bn", "brn", "gn32")}),
+    "vgg16": ("imagenet", "vgg16", 8, {(t, 32) for t in ("none", "bn", "gn32")}),
+    "fig1_precise_bn": ("imagenet", "resnet50", 8, {("bn-precise", b) for b in (32, 16, 8, 4, 2)}),
+    "fig1_precise_bn_proxy": ("digits", "resnet26", 1, {("bn-precise", b) for b in (32, 16, 8, 4, 2)}),
 }
 
 
@@ -67,7 +71,7 @@ def test_data_digits_turns_a_preset_into_a_proxy_with_the_proxy_epochs(name):
     assert len(cfgs) == len(EXPECTED[name][3])
 
 
-PROXIES = [n for n in PRESETS if EXPECTED[n][0] == "digits"]
+PROXIES = ["fig1_batch_size_proxy", "table1_norms_proxy", "table3_groups_proxy"]
 
 
 def test_every_proxy_sweep_uses_one_protocol_for_every_run():
@@ -86,6 +90,24 @@ def test_every_proxy_sweep_uses_one_protocol_for_every_run():
     assert c.model.name == "resnet26" and c.optim.warmup == "always"
     assert c.optim.warmup_epochs < c.optim.milestones[0] * c.epochs, "the warm-up must end before the first drop"
     assert {(c.norm.name, c.batch) for c in cfgs} >= {("bn", 2), ("gn", 32), ("ln", 32), ("in", 32)}
+
+
+def test_precise_bn_proxy_shares_the_proxy_figure1_protocol_and_only_changes_evaluation():
+    def protocol(c):
+        return (c.workers, c.epochs, c.data.subset, c.optim.warmup, c.optim.warmup_epochs, c.norm.name, c.batch)
+    base = {protocol(c) for c in compose_jobs("experiment=fig1_batch_size_proxy") if c.norm.name == "bn"}
+    precise = compose_jobs("experiment=fig1_precise_bn_proxy")
+    assert {protocol(c) for c in precise} == base and {c.norm.eval_stats for c in precise} == {"precise"}
+
+
+def test_new_presets_keep_the_papers_settings():
+    (brn, *_) = [c for c in compose_jobs("experiment=batch_renorm") if c.norm.name == "brn"]
+    assert (brn.norm.r_max, brn.norm.d_max, brn.norm.relax_start, brn.norm.relax_steps) == (1.5, 0.5, 0, 0)
+    vgg = compose_jobs("experiment=vgg16")
+    assert {(c.model.classifier_width, c.model.pool_size, c.probe.layer) for c in vgg} == {(4096, 7, "conv5_3")}
+    assert all(c.probe.every_steps > 0 for c in vgg)
+    (default,) = compose_jobs("data=digits")
+    assert default.probe.every_steps == 0 and default.norm.eval_stats == "running", "off by default"
 
 
 def test_command_line_overrides_win_and_seeds_add_repeats():
