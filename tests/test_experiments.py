@@ -164,7 +164,7 @@ def test_dry_run_cli():
     proc = subprocess.run([sys.executable, "-m", "gnrepro.plan", "experiment=fig1_batch_size_proxy", "seed=0,1",
                            "--throughput", "1000"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert "digits_resnet50/gn32_b2x2_e15_s1" in proc.stdout and "20 runs" in proc.stdout
+    assert "digits_resnet26/gn32_b2x1_e14_s1" in proc.stdout and "20 runs" in proc.stdout
 
 
 def _mk(folder: Path) -> Path:

@@ -87,7 +87,7 @@ def test_config_checks():
     with pytest.raises(ConfigError, match="unknown norm.eval_stats 'exact'"):
         check_precise({"eval_stats": "exact"})
     with pytest.raises(ConfigError, match="norm.precise_batches"):
-        check_precise({"eval_stats": "precise", "precise_batches": 0})
+        check_precise({"name": "bn", "eval_stats": "precise", "precise_batches": 0})
 
 
 def test_precise_run_trains_identically_and_evaluates_with_population_statistics(compose_cfg, tmp_path):

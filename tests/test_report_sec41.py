@@ -75,7 +75,7 @@ def test_tiny_proxy_sweeps_of_the_new_presets_run_through_the_report(tmp_path):
     runs = load_runs(tmp_path / "results/runs")
     assert set(runs.status) == {"complete"}
     assert set(zip(runs.model, runs.norm_tag, runs.batch)) == {
-        ("resnet50", "bn", 4), ("resnet50", "brn", 4), ("resnet50", "gn32", 4), ("resnet50", "bn-precise", 4),
+        ("resnet50", "bn", 4), ("resnet50", "brn", 4), ("resnet50", "gn32", 4), ("resnet26", "bn-precise", 4),
         ("vgg16", "none", 32), ("vgg16", "bn", 32), ("vgg16", "gn32", 32)}
     files = build_report(tmp_path / "results/runs", tmp_path / "out")
     names = {p.name for p in files}
