@@ -25,11 +25,13 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from gnrepro import published_checks  # noqa: E402
 from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
 BATCHES = [32, 16, 8, 4, 2]
-LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN"}
+LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN",
+          "frozenbn": "BN* (frozen)"}
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Table:
     models: tuple[str, ...] | None = None  # only for these models (None: any)
     data: tuple[str, ...] | None = None  # only for these data sets (None: any)
     label: dict = field(default_factory=dict)  # norm_tag -> row label
+    pretrained: bool = False             # runs fine-tuned from released weights (init=...) or from scratch
 
 
 TABLES = [
@@ -59,6 +62,9 @@ TABLES = [
           [(t, b) for b in (32, 2) for t in ("bn", "gn32")], "resnet101", "images/worker", models=("resnet101",)),
     Table("pets_ws", "Pets (blog): BN, GN and GN+WS at 4 and 1 images per step",
           [(t, b) for t in ("bn", "gn32", "gn32-ws") for b in (4, 1)], None, "images/worker", data=("pets",)),
+    Table("pets_transfer", "Pets transfer: fine-tuned from released ImageNet models at 4 and 1 images per step",
+          [(t, b) for t in ("bn", "frozenbn", "gn32", "gn32-ws") for b in (4, 1)], None, "images/worker",
+          data=("pets",), pretrained=True),
 ]
 
 
@@ -104,6 +110,8 @@ def protocol_name(key: dict) -> str:
     name = f"{key['data']}_{key['model']}_w{key['workers']}_e{key['epochs']}"
     if key["subset"] not in ("-", None):
         name += f"_sub{key['subset']}"
+    if key.get("pretrained"):
+        name += "_finetuned"
     return name
 
 
@@ -111,6 +119,8 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
     """Rows of ``table`` for one protocol group: reproduced mean/std/n over complete seeds, published
     value and difference (ImageNet) or the published ImageNet value as a reference only (proxy)."""
     if table.models and key["model"] not in table.models or table.data and key["data"] not in table.data:
+        return None
+    if table.pretrained != bool(key.get("pretrained", False)):
         return None
     proxy = is_proxy(key["data"])
     pub_col = "published ImageNet (reference only)" if proxy else "published"
@@ -296,6 +306,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
             written.append(gdir / "not_complete.md")
             index.append(f"- {len(bad)} run(s) not complete, not averaged: [list]({gdir.name}/not_complete.md)")
         index.append("")
+    checks = published_checks.read(results_dir)
+    if checks:
+        (out_dir / "published_model_checks.md").write_text(published_checks.markdown(checks))
+        written.append(out_dir / "published_model_checks.md")
+        index += ["## Published model checks", "", "- [released models evaluated by gnrepro](published_model_checks.md)", ""]
     (out_dir / "index.md").write_text("\n".join(index) + "\n")
     written.append(out_dir / "index.md")
     return written
