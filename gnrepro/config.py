@@ -14,10 +14,12 @@ from gnrepro.resnet import norm_widths
 
 
 def norm_tag(norm, conv) -> str:
-    """Short label of the normalization choice, e.g. ``bn``, ``syncbn``, ``gn32``, ``gn_c16``, ``gn32-ws``."""
+    """Short label of the normalization choice, e.g. ``bn``, ``syncbn``, ``frozenbn``, ``gn32``, ``gn_c16``, ``gn32-ws``."""
     name = norm.get("name", "?")
     if name == "bn" and norm.get("sync"):
         tag = "syncbn"
+    elif name == "bn" and norm.get("frozen"):
+        tag = "frozenbn"
     elif name == "gn":
         cpg = norm.get("channels_per_group")
         tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
@@ -28,9 +30,18 @@ def norm_tag(norm, conv) -> str:
     return tag + ("-ws" if conv.get("name") == "ws" else "")
 
 
-def run_name(data: str, model: str, norm, conv, batch, workers, epochs, seed) -> str:
-    """``<data>_<model>/<norm>_b<batch>x<workers>_e<epochs>_s<seed>``: one folder per setting."""
-    return f"{data}_{model}/{norm_tag(norm, conv)}_b{batch}x{workers}_e{epochs}_s{seed}"
+def init_tag(init) -> str:
+    """``_from-<name>`` for a run fine-tuned from released weights (a file: its name), else empty."""
+    if init in (None, "", "None"):
+        return ""
+    name = str(init).rstrip("/").rsplit("/", 1)[-1]
+    return "_from-" + "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+def run_name(data: str, model: str, norm, conv, batch, workers, epochs, seed, init=None) -> str:
+    """``<data>_<model>/<norm>_b<batch>x<workers>_e<epochs>_s<seed>[_from-<init>]``: one folder per
+    setting; a fine-tuned run never shares a folder with a run from scratch."""
+    return f"{data}_{model}/{norm_tag(norm, conv)}_b{batch}x{workers}_e{epochs}_s{seed}{init_tag(init)}"
 
 
 if not OmegaConf.has_resolver("run_name"):
@@ -71,3 +82,6 @@ def validate(cfg) -> None:
         value = cfg.optim[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"optim.{key} must be a non-negative number, got {value!r}")
+
+
+import gnrepro.weights.catalog  # noqa: E402,F401  (registers the ``released`` resolver the transfer preset uses)

@@ -77,14 +77,22 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def evaluate(model, loader, device) -> dict:
-    """Top-1 error (%) and mean cross-entropy over ``loader``, in eval mode."""
+def evaluate(model, loader, device, *, top5: bool = False) -> dict:
+    """Top-1 error (%) and mean cross-entropy over ``loader``, in eval mode; with ``top5`` also the
+    top-5 error (%) as ``val_error_top5`` (a hit if the label is among the 5 highest logits, or
+    among all of them when there are fewer than 5 classes)."""
     model.eval()
-    loss_sum, wrong, seen = 0.0, 0, 0
+    loss_sum, wrong, wrong5, seen = 0.0, 0, 0, 0
     for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         logits = model(images)
         loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
         wrong += (logits.argmax(1) != targets).sum().item()
+        if top5:
+            best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            wrong5 += (best != targets[:, None]).all(1).sum().item()
         seen += len(targets)
-    return {"val_loss": loss_sum / seen, "val_error": 100.0 * wrong / seen}
+    out = {"val_loss": loss_sum / seen, "val_error": 100.0 * wrong / seen}
+    if top5:
+        out["val_error_top5"] = 100.0 * wrong5 / seen
+    return out

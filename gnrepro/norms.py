@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from timm.layers import GroupNorm
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 NORMS = ("bn", "brn", "gn", "ln", "in", "none")  # brn: gnrepro.batch_renorm; none: VGG only
 EPS = 1e-5  # the paper's epsilon for every normalization
@@ -129,20 +130,30 @@ def build_norm(
     workers: int = 1,
     eps: float = EPS,
     sync: bool = False,
+    frozen: bool = False,
     **renorm,
 ) -> nn.Module | None:
     """Build the normalization layer ``name`` for a layer with ``num_channels`` channels.
 
-    ``groups``/``channels_per_group`` apply to ``gn`` only; ``workers`` and ``sync`` to ``bn`` only
-    (``workers`` also to ``brn``, whose options ``renorm`` are those of PerWorkerBatchRenorm2d).
-    Every layer has a per-channel affine gamma/beta, initialised to 1/0. ``none`` builds no layer
-    (returns None), for models that can leave it out (VGG-16 without normalization, paper Sec. 4.1).
+    ``groups``/``channels_per_group`` apply to ``gn`` only; ``workers``, ``sync`` and ``frozen`` to
+    ``bn`` only (``workers`` also to ``brn``, whose options ``renorm`` are those of
+    PerWorkerBatchRenorm2d). Every layer has a per-channel affine gamma/beta, initialised to 1/0.
+    ``none`` builds no layer (returns None), for models that can leave it out (VGG-16 without
+    normalization, paper Sec. 4.1). ``frozen`` is the paper's BN* for transfer (Sec. 5): BN turned
+    into a fixed per-channel affine that uses its pretrained running statistics (torchvision's
+    FrozenBatchNorm2d: nothing is trained or updated).
     """
     if renorm and name != "brn":
         raise ConfigError(f"norm {name!r} has no {', '.join(sorted(renorm))}; those apply to norm=brn only")
+    if frozen and name != "bn":
+        raise ConfigError(f"norm.frozen applies to norm=bn only, not {name!r}")
     if name != "gn" and (groups is not None or channels_per_group is not None):
         raise ConfigError(f"norm {name!r} has no groups; norm.groups / norm.channels_per_group apply to norm=gn only")
     if name == "bn":
+        if frozen:
+            if sync:
+                raise ConfigError("norm.frozen=true and norm.sync=true exclude each other: frozen BN has no batch statistics")
+            return FrozenBatchNorm2d(num_channels, eps=eps)
         if sync:
             return nn.SyncBatchNorm(num_channels, eps=eps)
         return PerWorkerBatchNorm2d(num_channels, workers=workers, eps=eps)

@@ -28,6 +28,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from gnrepro import published_checks  # noqa: E402
 from gnrepro.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 from gnrepro.runfiles import read_jsonl  # noqa: E402
@@ -35,7 +36,7 @@ from gnrepro.runfiles import read_jsonl  # noqa: E402
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
 BATCHES = [32, 16, 8, 4, 2]
 LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN", "brn": "BRN",
-          "none": "no norm", "bn-precise": "BN, precise stats"}
+          "none": "no norm", "bn-precise": "BN, precise stats", "frozenbn": "BN* (frozen)"}
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Table:
     data: tuple[str, ...] | None = None  # only for these data sets (None: any)
     label: dict = field(default_factory=dict)  # norm_tag -> row label
     requires: str | None = None          # written only where runs with this norm tag exist
+    pretrained: bool = False             # runs fine-tuned from released weights (init=...) or from scratch
 
 
 TABLES = [
@@ -73,6 +75,9 @@ TABLES = [
     Table("fig1_precise_bn", "Figure 1 with precise BN: BN evaluated with population statistics",
           [(t, b) for t in ("bn", "bn-precise", "gn32") for b in BATCHES], "batch_size", "images/worker",
           requires="bn-precise"),
+    Table("pets_transfer", "Pets transfer: fine-tuned from released ImageNet models at 4 and 1 images per step",
+          [(t, b) for t in ("bn", "frozenbn", "gn32", "gn32-ws") for b in (4, 1)], None, "images/worker",
+          data=("pets",), pretrained=True),
 ]
 
 
@@ -119,6 +124,8 @@ def protocol_name(key: dict) -> str:
     name = f"{key['data']}_{key['model']}_w{key['workers']}_e{key['epochs']}"
     if key["subset"] not in ("-", None):
         name += f"_sub{key['subset']}"
+    if key.get("pretrained"):
+        name += "_finetuned"
     return name
 
 
@@ -128,6 +135,8 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
     if table.models and key["model"] not in table.models or table.data and key["data"] not in table.data:
         return None
     if table.requires and table.requires not in set(runs.norm_tag):
+        return None
+    if table.pretrained != bool(key.get("pretrained", False)):
         return None
     proxy = is_proxy(key["data"])
     pub_col = "published ImageNet (reference only)" if proxy else "published"
@@ -355,6 +364,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
             written.append(gdir / "not_complete.md")
             index.append(f"- {len(bad)} run(s) not complete, not averaged: [list]({gdir.name}/not_complete.md)")
         index.append("")
+    checks = published_checks.read(results_dir)
+    if checks:
+        (out_dir / "published_model_checks.md").write_text(published_checks.markdown(checks))
+        written.append(out_dir / "published_model_checks.md")
+        index += ["## Published model checks", "", "- [released models evaluated by gnrepro](published_model_checks.md)", ""]
     (out_dir / "index.md").write_text("\n".join(index) + "\n")
     written.append(out_dir / "index.md")
     return written

@@ -13,7 +13,8 @@ from gnrepro.config import norm_tag
 from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, read_jsonl
 
 # Columns that define a run's protocol: runs differing in any of them never share a table.
-PROTOCOL = ["data", "model", "workers", "epochs", "subset", "image_size"]
+# ``pretrained``: fine-tuned from released weights (init=...), never mixed with runs from scratch.
+PROTOCOL = ["data", "model", "workers", "epochs", "subset", "image_size", "pretrained"]
 
 
 def _config(folder: Path) -> dict:
@@ -61,6 +62,7 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
             "seed": summary.get("seed", cfg.get("seed")),
             "subset": data.get("subset"),
             "image_size": data.get("image_size"),
+            "pretrained": bool(summary.get("init", cfg.get("init"))),
             "final_error": summary.get("final_error") if summary.get("status") == "complete" else None,
             "epochs_done": len(metrics),
             "error": summary.get("error"),

@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from gnrepro import runfiles
+from gnrepro import finetune, runfiles
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
@@ -144,6 +144,7 @@ def summarize(cfg: DictConfig, history: list[dict], status: str, device, **extra
         "wall_seconds": sum(r["epoch_seconds"] for r in history),
         "images_per_s": sum(r["train_images"] for r in history) / seconds if seconds else None,
         "device": str(device),
+        "init": cfg.get("init"),
         **extra,
     }
 
@@ -151,6 +152,7 @@ def summarize(cfg: DictConfig, history: list[dict], status: str, device, **extra
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train and evaluate the model described by ``cfg`` in ``run_dir``, resuming what is there."""
     validate(cfg)
+    finetune.check(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     state: RunState = previous_state(run_dir, resolved)
     if state.summary is not None:
@@ -193,7 +195,10 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     if procs.distributed:  # each process evaluates every world_size-th image; the sums are combined
         splits.val = Subset(splits.val, range(procs.rank, len(splits.val), procs.world_size))
     train_loader, val_loader = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
-    core = build_model(cfg, splits.num_classes, splits.in_channels, workers=local_workers).to(device)
+    core = build_model(cfg, splits.num_classes, splits.in_channels, workers=local_workers)
+    if cfg.get("init") and state.checkpoint is None:  # a resumed run takes its weights from last.pt
+        finetune.initialize(core, cfg)
+    core = core.to(device)
     if procs.rank > 0:  # identical weights everywhere, but each process its own augmentation stream
         seed_everything(cfg.seed + 1_000_003 * procs.rank, cfg.deterministic)
     model = wrap(core, procs, device)

@@ -29,7 +29,10 @@ EXPECTED = {
     "vgg16": ("imagenet", "vgg16", 8, {(t, 32) for t in ("none", "bn", "gn32")}),
     "fig1_precise_bn": ("imagenet", "resnet50", 8, {("bn-precise", b) for b in (32, 16, 8, 4, 2)}),
     "fig1_precise_bn_proxy": ("digits", "resnet26", 1, {("bn-precise", b) for b in (32, 16, 8, 4, 2)}),
+    "pets_transfer": ("pets", "resnet50", 1, {(t, b) for t in ("bn", "frozenbn", "gn32", "gn32-ws") for b in (4, 1)}),
 }
+# Presets that start from released ImageNet models: 224 px RGB only, so no digits proxy.
+PRETRAINED = {"pets_transfer"}
 
 
 def compose_jobs(*overrides):
@@ -64,7 +67,7 @@ def test_every_preset_composes_and_expands_to_the_papers_runs(name):
     assert sorted(got) == sorted(settings), "each setting exactly once"
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if EXPECTED[n][0] != "digits"])
+@pytest.mark.parametrize("name", [n for n in PRESETS if EXPECTED[n][0] != "digits" and n not in PRETRAINED])
 def test_data_digits_turns_a_preset_into_a_proxy_with_the_proxy_epochs(name):
     cfgs = compose_jobs(f"experiment={name}", "data=digits")
     assert {c.data.name for c in cfgs} == {"digits"} and {c.epochs for c in cfgs} == {15}
@@ -170,3 +173,12 @@ def test_dry_run_cli():
 def _mk(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def test_pets_transfer_starts_each_norm_from_its_own_released_model_under_one_protocol():
+    cfgs = compose_jobs("experiment=pets_transfer")
+    inits = {norm_tag(c.norm, c.conv): c.init for c in cfgs}
+    assert inits == {"bn": "tv-resnet50", "frozenbn": "tv-resnet50", "gn32": "R-50-GN", "gn32-ws": "R-50-GN-WS"}
+    protocols = {(c.epochs, c.optim.base_lr, c.optim.warmup, tuple(c.optim.milestones), c.data.train_crop,
+                  c.data.eval_resize, c.data.eval_crop) for c in cfgs}
+    assert protocols == {(30, 0.01, "never", (0.3, 0.6, 0.9), 224, 256, 224)}

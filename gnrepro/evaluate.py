@@ -1,0 +1,117 @@
+"""Check the suite against a released model (the cheapest proof that this ResNet, its norm layers
+and its evaluation transforms are the paper's): ``python -m gnrepro.evaluate weights=R-50-GN
+data=imagenet data.root=/path/to/imagenet``.
+
+The released file is converted into gnrepro's ResNet (gnrepro.weights) and evaluated with the same
+model builder, data sets, transforms and ``engine.evaluate`` as training: top-1 and top-5 error on
+the val split with the paper's single center crop (Sec. 4.1: shorter side 256, center 224), printed
+beside the published number with the difference and appended as one JSON line to
+``<results_dir>/published_checks/checks.jsonl`` (plus a Markdown table beside it; the report shows
+it too). ``data.mean`` is set to the mean the publisher subtracted, which makes the conversion
+exact (see gnrepro.weights.formats).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from gnrepro import published_checks
+from gnrepro.build import build_model
+from gnrepro.data import build_datasets, loader_options
+from gnrepro.engine import evaluate
+from gnrepro.norms import ConfigError
+from gnrepro.preflight import CONFIGS, check_command_line
+from gnrepro.weights.catalog import CATALOG, lookup
+from gnrepro.weights.load import check_setting, load_released, resolve
+
+log = logging.getLogger("gnrepro")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check_published(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.weights`` on ``cfg.data``'s val split; returns the JSON line it writes."""
+    if OmegaConf.is_missing(cfg, "weights"):
+        raise ConfigError(f"weights= is required: a released model ({', '.join(CATALOG)}) or a weight file")
+    entry = lookup(str(cfg.weights))
+    if entry is not None:
+        check_setting(entry, cfg, "weights")
+    source = resolve(str(cfg.weights), cfg.weights_format, cfg.conv.name)
+    cfg.data.mean = source.convention.rgb_mean01  # the publisher's mean: the converted model is then exact
+    splits = build_datasets(cfg.data)
+    classes = source.num_classes() or splits.num_classes
+    if splits.num_classes > classes:
+        raise ConfigError(f"data={cfg.data.name} has {splits.num_classes} classes but {source.describe()} "
+                          f"predicts {classes}; evaluate it on the data set it was trained for")
+    model = build_model(cfg, classes, splits.in_channels, workers=1)
+    info = load_released(model, source, cfg, skip_classifier=False)
+    device = pick_device(cfg.device)
+    loader = DataLoader(splits.val, batch_size=cfg.eval_batch, shuffle=False, **loader_options(cfg.data))
+    stats = evaluate(model.to(device), loader, device, top5=True)
+    pub1 = entry.top1_err if entry else None
+    pub5 = entry.top5_err if entry else None
+    row = {
+        **info,
+        "data": cfg.data.name, "images": len(splits.val), "classes": splits.num_classes,
+        "model": cfg.model.name, "norm": cfg.norm.name, "conv": cfg.conv.name,
+        "crop": f"{cfg.data.eval_resize}/{cfg.data.eval_crop}", "std": list(cfg.data.std),
+        "top1_err": stats["val_error"], "top5_err": stats["val_error_top5"], "val_loss": stats["val_loss"],
+        "published_top1_err": pub1, "published_top5_err": pub5,
+        "diff_top1": stats["val_error"] - pub1 if pub1 is not None else None,
+        "diff_top5": stats["val_error_top5"] - pub5 if pub5 is not None else None,
+        "source": entry.source if entry else None, "eval_note": entry.eval_note if entry else "",
+        "device": str(device), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    path = published_checks.append(cfg.results_dir, row)
+    published = (f"published {pub1:.2f}%, difference {row['diff_top1']:+.2f}" if pub1 is not None
+                 else "no published number at this crop")
+    print(f"{info['weights']}: top-1 error {row['top1_err']:.2f}% ({published}); top-5 error {row['top5_err']:.2f}%"
+          + (f" (published {pub5:.2f}%)" if pub5 is not None else "")
+          + f"; {row['images']} {cfg.data.name} val images, crop {row['crop']} -> {path}")
+    return row
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    try:
+        check_published(cfg)
+    except ConfigError as err:
+        if cfg.get("debug") is True:
+            raise
+        print(f"gnrepro: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def with_catalogue_choices(argv: list[str]) -> list[str]:
+    """Put the catalogue's ``model=``/``norm=`` for ``weights=<name>`` before the user's arguments,
+    unless the user chose them (a wrong choice is then reported by check_setting)."""
+    names = [a.split("=", 1)[1] for a in argv if a.startswith("weights=")]
+    entry = lookup(names[-1]) if names else None
+    if entry is None:
+        return argv
+    given = {a.split("=", 1)[0] for a in argv if "=" in a}
+    return [o for o in entry.overrides() if o.split("=", 1)[0] not in given] + argv
+
+
+def cli() -> None:
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as err:
+        print(f"gnrepro: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *with_catalogue_choices(sys.argv[1:])]
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,52 @@
+"""The "published model checks" table: one JSON line per ``python -m gnrepro.evaluate`` run, shown as
+Markdown by the evaluator and by ``python -m gnrepro.report``. Reads and writes files only."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+FOLDER = "published_checks"
+LINES = "checks.jsonl"
+COLUMNS = [("weights", "weights"), ("data", "data"), ("images", "val images"), ("top1_err", "top-1 err"),
+           ("published_top1_err", "published"), ("diff_top1", "difference"), ("top5_err", "top-5 err"),
+           ("published_top5_err", "published top-5"), ("crop", "crop"), ("format", "format")]
+
+
+def append(results_dir, row: dict) -> Path:
+    folder = Path(results_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LINES, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    (folder / "checks.md").write_text(markdown(read(results_dir)))
+    return folder / LINES
+
+
+def read(results_dir) -> list[dict]:
+    path = Path(results_dir) / FOLDER / LINES
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: skip it
+    return rows
+
+
+def _cell(key: str, value) -> str:
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:+.2f}" if key.startswith("diff") else f"{value:.2f}"
+    return str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("**Published model checks**: released ImageNet weights converted into gnrepro's ResNet and "
+            "evaluated with its transforms (top-1/top-5 val error, %; difference = measured - published). "
+            "Rows on data other than ImageNet's full val split are pipeline checks, not comparisons.\n\n")
+    lines = ["| " + " | ".join(label for _, label in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(key, r.get(key)) for key, _ in COLUMNS) + " |" for r in rows]
+    return head + "\n".join(lines) + "\n"
