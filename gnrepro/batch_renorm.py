@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gnrepro.norms import EPS, ConfigError, PerWorkerBatchNorm2d
+from gnrepro.norms import EPS, PerWorkerBatchNorm2d
 
 R_MAX, D_MAX = 1.5, 0.5  # the GN paper's setting for ResNet-50 (Sec. 4.1)
 
@@ -77,13 +77,3 @@ class PerWorkerBatchRenorm2d(PerWorkerBatchNorm2d):
         return self.normalize_folded(folded, weight, bias).reshape(x.shape)
 
 
-def check_renorm(norm_cfg) -> None:
-    """ConfigError for an impossible r_max / d_max / relaxation schedule (before any compute)."""
-    for key, low in (("r_max", 1.0), ("d_max", 0.0)):
-        value = norm_cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-            raise ConfigError(f"norm.{key} must be a number >= {low:g} (r_max = 1, d_max = 0 is BN), got {value!r}")
-    for key in ("relax_start", "relax_steps"):
-        value = norm_cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"norm.{key} must be an integer >= 0 (steps), got {value!r}; set e.g. norm.{key}=0")

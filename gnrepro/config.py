@@ -3,14 +3,12 @@ made of the settings (never of job numbers), registered as the OmegaConf resolve
 from __future__ import annotations
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from gnrepro.batch_renorm import check_renorm
-from gnrepro.convs import CONVS
+from gnrepro import schema
 from gnrepro.loggers import check_logger
-from gnrepro.norms import NORMS, ConfigError, num_groups
-from gnrepro.precise_bn import check_precise, uses_precise
-from gnrepro.probe import check_probe
-from gnrepro.resnet import norm_widths
+from gnrepro.norms import ConfigError
+from gnrepro.precise_bn import uses_precise
 
 
 def norm_tag(norm, conv) -> str:
@@ -48,40 +46,20 @@ if not OmegaConf.has_resolver("run_name"):
     OmegaConf.register_new_resolver("run_name", run_name)
 
 
-def _check_int(value, key: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{key} must be {kind}, got {value!r}; set e.g. {key}={max(minimum, 2)}")
-    return value
+def validate(cfg, choices: dict | None = None) -> list[str]:
+    """Raise ConfigError naming the first bad value; runs before any data or model is built.
 
-
-def validate(cfg) -> None:
-    """Raise ConfigError naming the first bad value; runs before any data or model is built."""
-    for key in ("batch", "workers", "epochs", "final_epochs", "eval_batch"):
-        _check_int(cfg[key], key)
-    _check_int(cfg.checkpoint_steps, "checkpoint_steps", minimum=0)
-    check_logger(cfg.logger)
-    if cfg.norm.name not in NORMS:
-        raise ConfigError(f"unknown norm.name {cfg.norm.name!r}; choose one of: {', '.join(NORMS)}")
-    if cfg.norm.name == "none" and cfg.model.get("arch", "resnet") != "vgg":
-        raise ConfigError(f"norm=none (no normalization) is for VGG only; model={cfg.model.name} needs a norm, "
-                          "e.g. norm=bn or norm=gn (or model=vgg16)")
-    if cfg.norm.name == "brn":
-        check_renorm(cfg.norm)
-    check_precise(cfg.norm)
-    check_probe(cfg.get("probe") or {})
-    if cfg.norm.name == "gn":
-        for width in norm_widths():  # G (or C/G) must fit every layer of the model
-            num_groups(width, cfg.norm.groups, cfg.norm.channels_per_group)
-    if cfg.conv.name not in CONVS:
-        raise ConfigError(f"unknown conv.name {cfg.conv.name!r}; choose one of: {', '.join(CONVS)}")
-    subset = cfg.data.get("subset")
-    if subset is not None:
-        _check_int(subset, "data.subset")
-    for key in ("base_lr", "momentum", "weight_decay"):
-        value = cfg.optim[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"optim.{key} must be a non-negative number, got {value!r}")
+    ``cfg`` is the composed config (unresolved interpolations are resolved here), ``choices`` the
+    chosen file of each group when known. Every key is checked against ``gnrepro.schema``; returns
+    one note per legal but unusual value.
+    """
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if OmegaConf.is_config(cfg) else cfg
+    except OmegaConfBaseException as err:  # e.g. an interpolation to a key that does not exist
+        raise ConfigError(f"the config cannot be resolved: {str(err).splitlines()[0]}") from None
+    notes = schema.check(values, choices)
+    check_logger(OmegaConf.create(values["logger"]))
+    return notes
 
 
 import gnrepro.weights.catalog  # noqa: E402,F401  (registers the ``released`` resolver the transfer preset uses)

@@ -8,30 +8,19 @@ and no data is read. The paper's sweeps are listed in Sec. 4.1 (Tables 1-3, Figu
 """
 from __future__ import annotations
 
-import argparse
-import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
-
 import gnrepro.config  # noqa: F401  (registers the run_name resolver used by hydra.sweep.subdir)
-from gnrepro.preflight import CONFIGS
+from gnrepro import runfiles
+from gnrepro.data import train_images
+from gnrepro.exits import EXIT_USER, ArgumentParser, error_line
+from gnrepro.norms import ConfigError
+from gnrepro.preflight import check_command_line, check_jobs, job_config, sweep_jobs
 
 
-# Training images per epoch, for the cost estimate only (no data is read).
-TRAIN_IMAGES = {
-    "imagenet": 1_281_167,  # ILSVRC-2012 train
-    "pets": 3_680,          # Oxford-IIIT Pets, the official trainval split (annotations/trainval.txt)
-    "imagenette": 9_469,    # Imagenette train
-    "cifar10": 50_000,
-    "cifar100": 50_000,
-    "digits": 1_437,        # the embedded proxy's fixed train split
-}
 # ResNet-50 training throughput of one V100-class GPU in fp32 (images/s); ResNet-101 is ~0.6x.
 DEFAULT_THROUGHPUT = 400.0
 
@@ -52,51 +41,38 @@ class PlannedRun:
     seed: int
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
-    """The job list Hydra's basic sweeper would launch for ``-m <overrides>``: the preset's
-    ``hydra.sweeper.params`` first, the command line after them (so the command line wins)."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        # Compose without sweeps to read the preset's sweeper params (sweep values cannot compose).
-        parser = OverridesParser.create()
-        plain = [o for o in overrides if not parser.parse_override(o).is_sweep_override()]
-        cfg = compose(config_name="train", overrides=plain, return_hydra_config=True)
-    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
-    parsed = parser.parse_overrides(params + list(overrides))
-    (jobs,) = BasicSweeper.split_arguments(parsed, None)
-    return jobs
-
-
 def run_status(folder: Path) -> str:
-    summary = folder / "summary.json"
+    """complete / failed / partial / pending, or ``damaged (<file>: <reason>)``."""
+    summary = folder / runfiles.SUMMARY
     if summary.is_file():
         try:
-            return json.loads(summary.read_text()).get("status", "partial")
-        except json.JSONDecodeError:
-            return "partial"
-    return "partial" if (folder / "metrics.jsonl").is_file() else "pending"
+            return runfiles.read_summary_file(summary).get("status", "partial")
+        except runfiles.DamagedFile as err:
+            return f"damaged ({err.path.name}: {err.reason})"
+    return "partial" if (folder / runfiles.METRICS).is_file() else "pending"
 
 
 def plan(overrides: list[str], throughput: float = DEFAULT_THROUGHPUT, root: Path | None = None) -> list[PlannedRun]:
     """Compose every job of the sweep and describe it; ``root`` is the directory the sweep runs from."""
     root = Path.cwd() if root is None else Path(root)
     runs = []
-    jobs = expand(overrides)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        for job in jobs:
-            cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
-            folder = root / cfg.hydra.sweep.dir / cfg.hydra.sweep.subdir
-            n_train = TRAIN_IMAGES.get(cfg.data.name)
-            subset = cfg.data.get("subset")
-            if subset is not None:
-                n_train = subset if n_train is None else min(subset, n_train)
-            images = cfg.epochs * n_train if n_train else 0
-            scale = 1.0 if cfg.model.name == "resnet50" else 0.6  # deeper model, slower
-            runs.append(PlannedRun(
-                overrides=[o for o in job], folder=folder, status=run_status(folder), images=images,
-                gpu_hours=images / (throughput * scale) / 3600.0, data=cfg.data.name, model=cfg.model.name,
-                norm_tag=gnrepro.config.norm_tag(cfg.norm, cfg.conv), batch=cfg.batch, workers=cfg.workers,
-                epochs=cfg.epochs, seed=cfg.seed,
-            ))
+    check_command_line(overrides)  # unknown group choices, as the trainer names them
+    check_jobs(["-m", *overrides], locks=False)  # every job's values, as the trainer checks them
+    for job in sweep_jobs(overrides):
+        cfg, _, folder = job_config(job, multirun=True)
+        folder = root / folder
+        n_train = train_images(cfg.data)
+        subset = cfg.data.get("subset")
+        if subset is not None:
+            n_train = subset if n_train is None else min(subset, n_train)
+        images = cfg.epochs * n_train if n_train else 0
+        scale = 1.0 if cfg.model.name == "resnet50" else 0.6  # deeper model, slower
+        runs.append(PlannedRun(
+            overrides=[o for o in job], folder=folder, status=run_status(folder), images=images,
+            gpu_hours=images / (throughput * scale) / 3600.0, data=cfg.data.name, model=cfg.model.name,
+            norm_tag=gnrepro.config.norm_tag(cfg.norm, cfg.conv), batch=cfg.batch, workers=cfg.workers,
+            epochs=cfg.epochs, seed=cfg.seed,
+        ))
     return runs
 
 
@@ -112,13 +88,31 @@ def format_plan(runs: list[PlannedRun], throughput: float) -> str:
     return "\n".join(lines)
 
 
+def throughput(text: str) -> float:
+    """--throughput: a finite number of images/s above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--throughput must be a finite number of images/s above 0, got {text!r}; "
+                         f"e.g. --throughput {DEFAULT_THROUGHPUT:g}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gnrepro.plan", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m gnrepro.plan", description=__doc__.splitlines()[0])
     ap.add_argument("overrides", nargs="*", help="the same overrides as python -m gnrepro.train -m ...")
-    ap.add_argument("--throughput", type=float, default=DEFAULT_THROUGHPUT,
+    ap.add_argument("--throughput", default=str(DEFAULT_THROUGHPUT),
                     help=f"training images/s of one GPU on ResNet-50 (default {DEFAULT_THROUGHPUT:g})")
     args = ap.parse_args(argv)
-    print(format_plan(plan(args.overrides, args.throughput), args.throughput))
+    try:
+        rate = throughput(args.throughput)
+        runs = plan(args.overrides, rate)
+    except (ConfigError, ValueError) as err:
+        print(error_line(err), file=sys.stderr)
+        return EXIT_USER
+    print(format_plan(runs, rate))
     return 0
 
 

@@ -20,28 +20,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gnrepro.norms import ConfigError
 
 PRECISE_KEYS = ("eval_stats", "precise_batches")  # norm.* keys about evaluation, not layer options
-EVAL_STATS = ("running", "precise")
 
 
 def uses_precise(norm_cfg) -> bool:
     return norm_cfg.get("eval_stats", "running") == "precise"
-
-
-def check_precise(norm_cfg) -> None:
-    """ConfigError for an unknown ``norm.eval_stats`` or an unusable ``norm.precise_batches``."""
-    mode = norm_cfg.get("eval_stats", "running")
-    if mode not in EVAL_STATS:
-        raise ConfigError(f"unknown norm.eval_stats {mode!r}; choose one of: {', '.join(EVAL_STATS)}")
-    if mode == "precise":
-        if norm_cfg.get("name") not in ("bn", "brn"):
-            raise ConfigError(f"norm.eval_stats=precise recomputes BN statistics; norm={norm_cfg.get('name')} has none "
-                              "(use norm=bn or norm=brn, or norm.eval_stats=running)")
-        k = norm_cfg.get("precise_batches")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"norm.precise_batches must be a positive integer, got {k!r}; set e.g. norm.precise_batches=100")
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -60,7 +60,7 @@ class PercentileProbe:
         self.file = Path(run_dir) / FILE
         self.step = start_step
         self.generator = torch.Generator().manual_seed(seed)
-        self.rows = [r for r in runfiles.read_jsonl(self.file) if r["step"] <= start_step] if self.file.is_file() else []
+        self.rows = [r for r in runfiles.read_jsonl(self.file, index="step") if r["step"] <= start_step] if self.file.is_file() else []
         self.handle = module.register_forward_hook(self._record)
 
     def _record(self, module, args, output) -> None:
@@ -78,18 +78,6 @@ class PercentileProbe:
 
     def close(self) -> None:
         self.handle.remove()
-
-
-def check_probe(probe_cfg) -> None:
-    """ConfigError for unusable probe settings (before any compute)."""
-    for key, low in (("every_steps", 0), ("samples", 1)):
-        value = probe_cfg.get(key)
-        if key == "samples" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"probe.{key} must be an integer >= {low}, got {value!r}")
-    if probe_cfg.get("every_steps") and not probe_cfg.get("layer"):
-        raise ConfigError("probe.every_steps is set but probe.layer is empty; name a layer, e.g. probe.layer=conv5_3")
 
 
 def attach_probe(model: nn.Module, probe_cfg, run_dir: Path, seed: int, start_step: int) -> PercentileProbe | None:

@@ -16,7 +16,6 @@ complete are listed, never averaged. This module reads files only and never impo
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from gnrepro import published_checks  # noqa: E402
+from gnrepro.exits import EXIT_USER, ArgumentParser, error_line  # noqa: E402
 from gnrepro.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 from gnrepro.runfiles import read_jsonl  # noqa: E402
@@ -288,7 +288,7 @@ def plot_feature_distribution(runs: pd.DataFrame, key: dict, path: Path) -> bool
     for tag in order:
         for folder in runs[runs.norm_tag == tag].sort_values("seed").folder:
             if (Path(folder) / PROBE_FILE).is_file():
-                rows = read_jsonl(Path(folder) / PROBE_FILE)
+                rows = read_jsonl(Path(folder) / PROBE_FILE, index="step")
                 if rows:
                     panels.append((tag, pd.DataFrame(rows)))
                     break
@@ -374,12 +374,31 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
     return written
 
 
+def check_folders(runs: Path, out: Path) -> None:
+    """One line for a --runs that is not a folder or an --out that cannot be one."""
+    if not runs.is_dir():
+        raise ValueError(f"--runs {runs} is not a folder; point it at the folder holding the run folders "
+                         f"(the trainer's results_dir)")
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out} cannot be a folder: {existing} is a file; choose another --out")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gnrepro.report", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m gnrepro.report", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="results/runs", help="folder holding the run folders (default results/runs)")
     ap.add_argument("--out", default="results/reports", help="where tables and figures go (default results/reports)")
     args = ap.parse_args(argv)
+    try:
+        check_folders(Path(args.runs), Path(args.out))
+    except ValueError as err:
+        print(error_line(err), file=sys.stderr)
+        return EXIT_USER
     files = build_report(args.runs, args.out)
+    for row in load_runs(args.runs).query("status == 'damaged'").itertuples():
+        print(f"damaged, not averaged: {row.folder} ({row.error})")
     print(f"wrote {len(files)} files under {args.out}; index: {Path(args.out) / 'index.md'}")
     return 0
 

@@ -3,14 +3,12 @@ median val error of the final 5 epochs, already in each run's summary.json). Rea
 never imports the trainer, so a report can be built anywhere the run folders are copied."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from gnrepro.config import norm_tag
-from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, read_jsonl
+from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, DamagedFile, read_config, read_jsonl, read_summary_file
 
 # Columns that define a run's protocol: runs differing in any of them never share a table.
 # ``pretrained``: fine-tuned from released weights (init=...), never mixed with runs from scratch.
@@ -21,10 +19,23 @@ def _config(folder: Path) -> dict:
     path = folder / CONFIG
     if not path.is_file():
         path = folder / ".hydra" / "config.yaml"  # Hydra's copy, written before training starts
-    try:
-        return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
-    except yaml.YAMLError:
-        return {}
+    return read_config(path) if path.is_file() else {}
+
+
+def _read(folder: Path) -> tuple[dict, dict, list, str | None]:
+    """(config, summary, metrics, why the folder is damaged or None); a damaged file never raises."""
+    cfg, summary, metrics, damage = {}, {}, [], None
+    for name, read in ((CONFIG, _config), (SUMMARY, None), (METRICS, None)):
+        try:
+            if name == CONFIG:
+                cfg = read(folder)
+            elif name == SUMMARY and (folder / SUMMARY).is_file():
+                summary = read_summary_file(folder / SUMMARY)
+            elif name == METRICS and (folder / METRICS).is_file():
+                metrics = read_jsonl(folder / METRICS)
+        except DamagedFile as err:
+            damage = damage or f"{err.path.name}: {err.reason}"
+    return cfg, summary, metrics, damage
 
 
 def _tag_from_config(cfg: dict) -> str:
@@ -35,20 +46,16 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
     """One row per run folder under ``results_dir`` (any depth): its settings, status and result.
 
     status is the summary's ("complete", "failed", ...) or, without a summary, "incomplete" (metrics
-    written but no summary: interrupted or still running) or "pending" (only the config so far).
+    written but no summary: interrupted or still running) or "pending" (only the config so far), or
+    "damaged" when one of its files does not parse (the reason is in ``error``).
     """
     rows = []
     for folder in sorted({p.parent for pattern in (SUMMARY, METRICS, CONFIG)
                           for p in Path(results_dir).rglob(pattern) if p.parent.name != ".hydra"}):
-        cfg = _config(folder)
-        summary = {}
-        if (folder / SUMMARY).is_file():
-            try:
-                summary = json.loads((folder / SUMMARY).read_text())
-            except json.JSONDecodeError:
-                summary = {"status": "incomplete"}
-        metrics = read_jsonl(folder / METRICS) if (folder / METRICS).is_file() else []
-        data = cfg.get("data", {})
+        cfg, summary, metrics, damage = _read(folder)
+        if damage:  # listed with the reason, never averaged
+            summary = {**summary, "status": "damaged", "error": damage}
+        data = cfg.get("data", {}) if isinstance(cfg.get("data"), dict) else {}
         row = {
             "folder": str(folder),
             "status": summary.get("status", "incomplete" if metrics else "pending"),

@@ -6,13 +6,10 @@ how the run executes (device, progress bar, loader processes, where the data liv
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-
-import yaml
 
 from gnrepro import runfiles
 from gnrepro.norms import ConfigError
@@ -56,15 +53,12 @@ def settings_diff(old: dict, new: dict) -> list[str]:
 
 
 def read_summary(run_dir: Path) -> Optional[dict]:
-    """The run's summary, or None if there is none or it cannot be read (treated as unfinished)."""
+    """The run's summary if it is finished (complete or failed), None if there is none or it is not
+    finished; DamagedFile (one line, with the fix) if it cannot be read."""
     path = Path(run_dir) / runfiles.SUMMARY
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.is_file():
         return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        log.warning("%s is unreadable; treating the run as unfinished", path)
-        return None
+    summary = runfiles.read_summary_file(path)
     return summary if summary.get("status") in ("complete", "failed") else None
 
 
@@ -73,7 +67,7 @@ def previous_state(run_dir: Path, config: dict) -> RunState:
     run_dir = Path(run_dir)
     saved = run_dir / runfiles.CONFIG
     if saved.exists():
-        diff = settings_diff(yaml.safe_load(saved.read_text()), config)
+        diff = settings_diff(runfiles.read_config(saved), config)
         if diff:
             raise ConfigError(f"{run_dir} holds a run with other settings: {'; '.join(diff)}; "
                               f"use another results_dir or delete that folder")
@@ -83,8 +77,8 @@ def previous_state(run_dir: Path, config: dict) -> RunState:
     ckpt_path = run_dir / runfiles.CHECKPOINT
     if not ckpt_path.exists():
         return RunState()
-    try:
-        return RunState(checkpoint=runfiles.load_checkpoint(ckpt_path))
-    except Exception as err:  # a truncated or foreign file: say which and how to recover
-        raise ConfigError(f"checkpoint {ckpt_path} cannot be loaded ({type(err).__name__}); "
-                          f"delete it to restart the run from scratch") from err
+    ckpt = runfiles.load_checkpoint(ckpt_path)
+    diff = settings_diff(ckpt["config"], config)
+    if diff:  # e.g. another run's last.pt copied here
+        raise runfiles.DamagedFile(ckpt_path, f"a checkpoint of a run with other settings: {'; '.join(diff[:3])}")
+    return RunState(checkpoint=ckpt)

@@ -12,6 +12,7 @@ next step and stop, and a non-finite loss stops the run and marks it failed.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -37,11 +38,12 @@ from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, init_processes, shutdown,
                                  hosted_workers, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
+from gnrepro.exits import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, error_line
 from gnrepro.loggers import build_logger
 from gnrepro.norms import ConfigError
 from gnrepro.precise_bn import evaluation_statistics
 from gnrepro.preemption import Preempted, PreemptionSignals
-from gnrepro.preflight import CONFIGS, check_command_line
+from gnrepro.preflight import CONFIGS, check_command_line, check_jobs
 from gnrepro.probe import attach_probe
 from gnrepro.resume import RunState, previous_state
 from gnrepro.sampling import StepBatchSampler
@@ -149,18 +151,27 @@ def summarize(cfg: DictConfig, history: list[dict], status: str, device, **extra
     }
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train and evaluate the model described by ``cfg`` in ``run_dir``, resuming what is there."""
-    validate(cfg)
+def run(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
+    """Train and evaluate the model described by ``cfg`` in ``run_dir``, resuming what is there.
+
+    ``choices``: the config file chosen for each group (Hydra's), checked against the names in ``cfg``.
+    The first process locks ``run_dir`` for the whole run; a second launch into it is refused.
+    """
+    for note in validate(cfg, choices):
+        log.info("note: %s", note)
     finetune.check(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    state: RunState = previous_state(run_dir, resolved)
-    if state.summary is not None:
-        log.info("run %s is already %s; not training it again (delete %s to redo it)",
-                 run_dir, state.summary["status"], runfiles.SUMMARY)
-        return state.summary
-    with PreemptionSignals() as signals:
-        return train_run(cfg, run_dir, resolved, state, signals)
+    main_process = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+    with runfiles.RunLock(run_dir) if main_process else contextlib.nullcontext():
+        if main_process and runfiles.remove_leftovers(run_dir):
+            log.info("removed the temp files of an interrupted write in %s", run_dir)
+        state: RunState = previous_state(run_dir, resolved)
+        if state.summary is not None:
+            log.info("run %s is already %s; not training it again (delete %s to redo it)",
+                     run_dir, state.summary["status"], runfiles.SUMMARY)
+            return state.summary
+        with PreemptionSignals() as signals:
+            return train_run(cfg, run_dir, resolved, state, signals)
 
 
 def all_finite(module: torch.nn.Module) -> bool:
@@ -209,9 +220,13 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     epoch, meter, epoch_lr = 1, None, lr
     if state.checkpoint is not None:
         ckpt = state.checkpoint
-        core.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            core.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:  # another model's weights
+            raise runfiles.DamagedFile(run_dir / runfiles.CHECKPOINT,
+                                       f"does not fit this model: {str(err).splitlines()[0][:100]}") from None
         history, epoch, epoch_lr = ckpt["history"], ckpt["next_epoch"], ckpt["epoch_lr"]
         meter = restore_meter(ckpt["meter"], procs)
         if len(ckpt["rng"]) == procs.world_size:
@@ -290,8 +305,9 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         if main_process:
             runfiles.write_json(run_dir / runfiles.SUMMARY, failed)
         logger.finish()
-        raise DivergedError(f"{err}; run marked failed, last good checkpoint kept in {run_dir}; "
-                            f"lower optim.base_lr or check the data") from err
+        kept = (f"last good checkpoint kept in {run_dir}" if (run_dir / runfiles.CHECKPOINT).exists()
+                else "no checkpoint was saved before it")
+        raise DivergedError(f"{err}; run marked failed, {kept}; lower optim.base_lr or check the data") from err
 
     summary = summarize(cfg, history, "complete", device, lr=lr, skipped_images=splits.skipped_images,
                         processes=procs.world_size)
@@ -303,7 +319,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     return summary
 
 
-HYDRA_ONLY = {".hydra", "train.log"}  # what Hydra writes into a run folder before the run starts
+HYDRA_ONLY = {".hydra", "train.log", runfiles.LOCK}  # what is in a run folder before the run writes anything
 
 
 def discard_if_unused(run_dir: Path) -> None:
@@ -321,25 +337,32 @@ def discard_if_unused(run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        return run(cfg, run_dir)["final_error"]
+        return run(cfg, run_dir, OmegaConf.to_container(hydra_cfg.runtime.choices))["final_error"]
     except (ConfigError, DivergedError, Preempted) as err:
         if isinstance(err, ConfigError):
             discard_if_unused(run_dir)
         if cfg.get("debug") is True:
             raise
-        print(f"gnrepro: {'stopped' if isinstance(err, Preempted) else 'error'}: {err}", file=sys.stderr)
-        sys.exit(err.exit_code if isinstance(err, Preempted) else 2 if isinstance(err, ConfigError) else 1)
+        if isinstance(err, Preempted):
+            print(f"gnrepro: stopped: {err}", file=sys.stderr)
+        else:
+            print(error_line(err), file=sys.stderr)
+        sys.exit(EXIT_STOPPED if isinstance(err, Preempted) else EXIT_USER if isinstance(err, ConfigError) else EXIT_FAILED)
 
 
 def cli() -> None:
-    """Check the command line before Hydra creates any folder, then run."""
+    """Check the command line and every job's config before Hydra creates any folder, then run."""
     try:
         check_command_line(sys.argv[1:])
+        check_jobs(sys.argv[1:])
     except ConfigError as err:
-        print(f"gnrepro: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        if getattr(err, "debug", False):
+            raise
+        print(error_line(err), file=sys.stderr)
+        sys.exit(EXIT_USER)
     main()
 
 

@@ -3,7 +3,8 @@ formulas of Ioffe 2017 (float64 reference, r and d constants in the backward pas
 import pytest
 import torch
 
-from gnrepro.batch_renorm import PerWorkerBatchRenorm2d, check_renorm
+from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
+from gnrepro.config import validate
 from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d, build_norm
 
 C = 3
@@ -99,12 +100,12 @@ def test_relaxation_schedule_starts_as_bn_and_reaches_the_limits():
     assert PerWorkerBatchRenorm2d(C).limits() == (1.5, 0.5)  # the GN paper's setting from step 1
 
 
-def test_build_norm_and_config_checks():
+def test_build_norm_and_config_checks(compose_cfg):
     layer = build_norm("brn", 8, workers=2, r_max=2.0, d_max=0.0)
     assert isinstance(layer, PerWorkerBatchRenorm2d) and layer.workers == 2 and layer.r_max == 2.0
     with pytest.raises(ConfigError, match="apply to norm=brn only"):
         build_norm("bn", 8, r_max=2.0)
-    with pytest.raises(ConfigError, match="norm.r_max"):
-        check_renorm({"r_max": 0.5, "d_max": 0.5, "relax_start": 0, "relax_steps": 0})
-    with pytest.raises(ConfigError, match="norm.relax_steps"):
-        check_renorm({"r_max": 1.5, "d_max": 0.5, "relax_start": 0, "relax_steps": -1})
+    with pytest.raises(ConfigError, match="norm.r_max must be a finite number >= 1"):
+        validate(compose_cfg("norm=brn", "norm.r_max=0.5"))
+    with pytest.raises(ConfigError, match="norm.relax_steps must be an integer >= 0"):
+        validate(compose_cfg("norm=brn", "norm.relax_steps=-1"))

@@ -95,7 +95,7 @@ def test_resnet101_and_per_worker_bn_from_config(compose_cfg):
     ("workers=-1", "workers must be a positive integer, got -1"),
     ("epochs=0", "epochs must be a positive integer, got 0"),
     ("batch=abc", "batch must be a positive integer, got 'abc'"),
-    ("optim.base_lr=-1", "optim.base_lr must be a non-negative number"),
+    ("optim.base_lr=-1", "optim.base_lr must be a finite number > 0"),
 ])
 def test_validation_names_the_bad_value(compose_cfg, override, needle):
     with pytest.raises(ConfigError, match=needle):

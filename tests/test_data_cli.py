@@ -2,7 +2,6 @@
 (one epoch, 2 images per step, 32 px crops), and the one-line CLI errors for a missing root and a
 corrupt image met by a DataLoader worker mid-epoch."""
 import json
-from pathlib import Path
 
 import pytest
 

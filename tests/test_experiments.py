@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from gnrepro.config import norm_tag, validate
-from gnrepro.plan import expand, format_plan, plan
+from gnrepro.plan import format_plan, plan
+from gnrepro.preflight import sweep_jobs as expand
 from gnrepro.runfiles import write_json
 
 ROOT = Path(__file__).resolve().parents[1]

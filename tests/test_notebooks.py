@@ -1,9 +1,7 @@
 """Both notebooks execute top to bottom (nbclient), so they cannot silently rot."""
-import os
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from fake_runs import fake_paper, fake_run

@@ -9,7 +9,8 @@ from torch import nn
 
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
 from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d
-from gnrepro.precise_bn import check_precise, evaluation_statistics, population_statistics
+from gnrepro.config import validate
+from gnrepro.precise_bn import evaluation_statistics, population_statistics
 
 
 def _model(workers=2):
@@ -83,11 +84,13 @@ def test_evaluation_statistics_swaps_in_population_statistics_then_restores_the_
         assert torch.equal(bn.running_mean, ema[0])
 
 
-def test_config_checks():
-    with pytest.raises(ConfigError, match="unknown norm.eval_stats 'exact'"):
-        check_precise({"eval_stats": "exact"})
-    with pytest.raises(ConfigError, match="norm.precise_batches"):
-        check_precise({"name": "bn", "eval_stats": "precise", "precise_batches": 0})
+def test_config_checks(compose_cfg):
+    with pytest.raises(ConfigError, match="norm.eval_stats must be one of running, precise, got 'exact'"):
+        validate(compose_cfg("norm.eval_stats=exact"))
+    with pytest.raises(ConfigError, match="norm.precise_batches must be a positive integer"):
+        validate(compose_cfg("norm.eval_stats=precise", "norm.precise_batches=0"))
+    with pytest.raises(ConfigError, match="norm 'gn' has no eval_stats"):
+        validate(compose_cfg("norm=gn", "+norm.eval_stats=precise"))
 
 
 def test_precise_run_trains_identically_and_evaluates_with_population_statistics(compose_cfg, tmp_path):

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from gnrepro.norms import ConfigError
-from gnrepro.probe import FILE, PercentileProbe, check_probe, resolve_layer, sample_percentiles
+from gnrepro.config import validate
+from gnrepro.probe import FILE, PercentileProbe, resolve_layer, sample_percentiles
 from gnrepro.runfiles import read_jsonl
 from gnrepro.vgg import VGG
 
@@ -45,7 +46,7 @@ def test_probe_records_the_named_layer_every_n_training_steps(tmp_path):
         with torch.no_grad():
             model(torch.randn(2, 1, 10, 10))  # evaluation: never recorded
     probe.flush()
-    rows = read_jsonl(tmp_path / FILE)
+    rows = read_jsonl(tmp_path / FILE, index="step")
     assert [r["step"] for r in rows] == [1, 3, 5]
     train_outputs = outputs[0::2]  # every other forward was an evaluation
     for row, step in zip(rows, (1, 3, 5)):
@@ -61,7 +62,7 @@ def test_a_resumed_probe_drops_records_past_the_checkpoint_and_counts_on(tmp_pat
     model.train()
     model(torch.randn(2, 1, 10, 10))  # step 5
     probe.flush()
-    assert [r["step"] for r in read_jsonl(tmp_path / FILE)] == [1, 3, 5]
+    assert [r["step"] for r in read_jsonl(tmp_path / FILE, index="step")] == [1, 3, 5]
 
 
 def test_probing_draws_nothing_from_the_global_random_stream(tmp_path):
@@ -77,11 +78,13 @@ def test_probing_draws_nothing_from_the_global_random_stream(tmp_path):
     assert probe.rows and torch.equal(after_probed, torch.get_rng_state()) and torch.equal(probed, plain)
 
 
-def test_bad_layer_and_settings_are_config_errors():
+def test_bad_layer_and_settings_are_config_errors(compose_cfg):
     with pytest.raises(ConfigError, match="probe.layer='conv6_1' is not a layer"):
         resolve_layer(_tiny_vgg(), "conv6_1")
     assert resolve_layer(_tiny_vgg(), "features.3")[0] == "features.3"
-    with pytest.raises(ConfigError, match="probe.every_steps"):
-        check_probe({"every_steps": -1, "samples": 10, "layer": "conv5_3"})
-    with pytest.raises(ConfigError, match="probe.layer"):
-        check_probe({"every_steps": 5, "samples": 10, "layer": None})
+    with pytest.raises(ConfigError, match="probe.every_steps must be an integer >= 0"):
+        validate(compose_cfg("probe.every_steps=-1"))
+    with pytest.raises(ConfigError, match="probe.layer is empty"):
+        validate(compose_cfg("probe.every_steps=5", "probe.layer=null"))
+    with pytest.raises(ConfigError, match=r"probe.percentiles must lie in \[0, 100\]"):
+        validate(compose_cfg("probe.percentiles=[1,101]"))

@@ -126,14 +126,15 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"], "no temp file left behind"
 
 
-def test_a_truncated_summary_counts_as_unfinished_and_a_truncated_checkpoint_is_named(tmp_path):
+def test_a_truncated_summary_and_a_truncated_checkpoint_are_named_with_their_fix(tmp_path):
     (tmp_path / "summary.json").write_text('{"status": "compl')
-    assert read_summary(tmp_path) is None
-    assert previous_state(tmp_path, {}).summary is None
+    with pytest.raises(ConfigError, match="summary.json is damaged .*delete it to resume the run from last.pt"):
+        read_summary(tmp_path)
+    (tmp_path / "summary.json").unlink()
     runfiles.save_checkpoint(tmp_path / "last.pt", {"w": torch.ones(1000)})
     data = (tmp_path / "last.pt").read_bytes()
     (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ConfigError, match="last.pt cannot be loaded .*delete it to restart"):
+    with pytest.raises(ConfigError, match=r"last.pt is damaged \(cannot be loaded.*delete it to restart"):
         previous_state(tmp_path, {})
 
 

@@ -2,7 +2,6 @@
 weights), converted into gnrepro's ResNet and checked against the source model run in its own
 input convention; malicious or mismatched files refused with one line; downloads and the cache."""
 import io
-import os
 import pickle
 import urllib.error
 

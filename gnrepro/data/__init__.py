@@ -12,6 +12,7 @@ counted), also as one line, even when it happens inside a DataLoader worker proc
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import struct
 from dataclasses import dataclass, field
@@ -61,6 +62,32 @@ class DataSplits:
         return 0 if self.skipped is None else int(self.skipped.value)
 
 
+# Training images per epoch of each data set's official split (published sizes; digits: see
+# digits_split). The schema refuses a data.subset above them; plan.py costs a sweep with them.
+TRAIN_IMAGES = {
+    "imagenet": 1_281_167,  # ILSVRC-2012 train
+    "pets": 3_680,          # Oxford-IIIT Pets, the official trainval split (annotations/trainval.txt)
+    "imagenette": 9_469,    # Imagenette train
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+}
+DIGITS_IMAGES = 1_797  # scikit-learn's bundled digits
+
+
+def digits_split(val_fraction: float) -> tuple[int, int]:
+    """(train, val) sizes of the digits hold-out, as scikit-learn's train_test_split rounds them."""
+    n_val = math.ceil(val_fraction * DIGITS_IMAGES)
+    n_train = math.floor((1.0 - val_fraction) * DIGITS_IMAGES)
+    return n_train, n_val
+
+
+def train_images(cfg) -> int | None:
+    """The full train split's size for the data config ``cfg`` (before data.subset), if known."""
+    if cfg["name"] == "digits":
+        return digits_split(cfg["val_fraction"])[0]
+    return TRAIN_IMAGES.get(cfg["name"])
+
+
 def build_datasets(cfg, seed: int = 0) -> DataSplits:
     """Build the splits for the data config ``cfg`` (the ``data`` group); ``seed`` is the run's
     (it seeds the embedded set's per-image augmentation)."""
@@ -89,14 +116,10 @@ def loader_options(cfg) -> dict:
     ``persistent_workers`` keeps worker processes (and their file handles) alive across epochs,
     which only applies when ``num_workers > 0``.
     """
-    workers = cfg.get("num_workers", 0)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"data.num_workers must be a non-negative integer, got {workers!r}; set e.g. data.num_workers=4")
+    workers = cfg.get("num_workers", 0)  # types and ranges: checked by gnrepro.schema
     pin = cfg.get("pin_memory", "auto")
     if pin == "auto":
         pin = torch.cuda.is_available()
-    elif not isinstance(pin, bool):
-        raise ConfigError(f"data.pin_memory must be auto, true or false, got {pin!r}")
     options = dict(num_workers=workers, pin_memory=pin)
     if workers > 0:
         options["persistent_workers"] = bool(cfg.get("persistent_workers", True))
@@ -119,6 +142,9 @@ def limit_train(splits: DataSplits, cfg, images_per_step: int) -> None:
     """Apply ``cfg.subset`` (a fixed random subset of the train split, the same for every seed) and
     check that one step's worth of images is there."""
     if cfg.get("subset") is not None:
+        if cfg.subset > len(splits.train):
+            raise ConfigError(f"data.subset={cfg.subset} is more than the {len(splits.train):,} train images of "
+                              f"data={cfg.name} in this copy; set data.subset to at most {len(splits.train)} (or null)")
         keep = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[: cfg.subset]
         splits.train = Subset(splits.train, keep.tolist())
     if len(splits.train) < images_per_step:

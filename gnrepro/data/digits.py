@@ -24,7 +24,6 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from gnrepro.data import DataSplits
-from gnrepro.norms import ConfigError
 
 NUM_CLASSES = 10
 
@@ -33,19 +32,13 @@ class AugmentedDigits(Dataset):
     """Train images with a random affine warp (torchvision ``transforms.v2.functional.affine``)
     and additive Gaussian noise, drawn from a generator seeded by (seed, epoch, index).
 
-    The draw depends on nothing but those three numbers, so a run resumed mid-epoch, or images
+    The magnitudes are checked by the config schema (``gnrepro.schema.AUGMENT``). The draw
+    depends on nothing but those three numbers, so a run resumed mid-epoch, or images
     served by DataLoader worker processes in any order, see exactly the same augmentation. The
     epoch lives in a shared value so worker processes read the current one.
     """
 
-    KEYS = ("rotate", "scale", "shear", "translate", "noise")
-
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: float, std: float, aug, seed: int):
-        for key in self.KEYS:
-            value = aug.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-                raise ConfigError(f"data.augment.{key} must be a finite number >= 0, got {value!r}; "
-                                  f"set e.g. data.augment.{key}=0 to turn it off")
         self.images, self.labels = images, labels  # images in [0, 1]: the warp fills with 0 = background
         self.mean, self.std = mean, std
         self.rotate, self.scale, self.shear = float(aug.rotate), float(aug.scale), float(aug.shear)

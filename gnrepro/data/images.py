@@ -23,13 +23,16 @@ import pickle
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torchvision import datasets
+from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from gnrepro.data import DataError, DataSplits, ImageFiles, new_counter
+from gnrepro.data.pickles import RefusedPickle, load_data_pickle
 
 
 # ---------------------------------------------------------------------------------------- transforms
@@ -248,39 +251,61 @@ def build_pets(cfg) -> DataSplits:
     return _image_splits(train, val, _pets_path, cfg, list(train.classes))
 
 
-class _CIFAR10(datasets.CIFAR10):
-    # torchvision verifies each pickle's MD5; we check that the files exist and load, and turn a
-    # damaged pickle into a one-line error naming it (the loading itself is torchvision's).
-    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
-    meta = {**datasets.CIFAR10.meta, "md5": None}
+class _SafeCIFAR:
+    """torchvision's CIFAR data set, its pickles read by ``load_data_pickle`` (nothing in them runs)
+    and checked for the shape torchvision's loader expects; sample access is torchvision's own."""
+
+    def __init__(self, real, root: Path, train: bool, transform):
+        self.real = real
+        base = root / real.base_folder
+        data, targets = [], []
+        for name, _ in real.train_list if train else real.test_list:
+            entry = _batch(base / name)
+            data.append(entry["data"])
+            targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        meta = load_data_pickle(base / real.meta["filename"])
+        classes = meta.get(real.meta["key"]) if isinstance(meta, dict) else None
+        if not isinstance(classes, list):
+            raise DataError(f"cannot load {base / real.meta['filename']} (no {real.meta['key']!r} list); "
+                            f"the pickles are damaged, re-extract {Path(real.url).name}")
+        self.dataset = real.__new__(real)  # torchvision's __getitem__ on our arrays, without its unpickling
+        datasets.VisionDataset.__init__(self.dataset, str(root), transform=transform)
+        self.dataset.train = train
+        self.dataset.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self.dataset.targets = targets
+        self.dataset.classes = classes
+        self.dataset.class_to_idx = {c: i for i, c in enumerate(classes)}
 
 
-class _CIFAR100(datasets.CIFAR100):
-    train_list = [[name, None] for name, _ in datasets.CIFAR100.train_list]
-    test_list = [[name, None] for name, _ in datasets.CIFAR100.test_list]
-    meta = {**datasets.CIFAR100.meta, "md5": None}
+def _batch(path: Path) -> dict:
+    entry = load_data_pickle(path)
+    labels = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
+    data = entry.get("data") if isinstance(entry, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
+            and isinstance(labels, list) and len(labels) == len(data)):
+        raise pickle.UnpicklingError("not a CIFAR batch (data: uint8 rows of 3072, one label each)")
+    return entry
 
 
 def _bad_pickle(base: Path, files: list[str]) -> Path:
-    """The first of ``files`` that does not unpickle (only called once loading has failed)."""
+    """The first of ``files`` that does not load as a data pickle (only called once loading has failed)."""
     for name in files:
         try:
-            with open(base / name, "rb") as f:
-                pickle.load(f, encoding="latin1")
+            load_data_pickle(base / name)
         except Exception:
             return base / name
     return base
 
 
 def build_cifar(cfg) -> DataSplits:
-    real, ours = {"cifar10": (datasets.CIFAR10, _CIFAR10), "cifar100": (datasets.CIFAR100, _CIFAR100)}[cfg.name]
+    real = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[cfg.name]
     files = [name for name, _ in real.train_list + real.test_list] + [real.meta["filename"]]
     expected = f"{real.base_folder}/ with {', '.join(files)} (the python version)"
     manual = f"extract {real.url} into data.root"
     how = f"add data.download=true to fetch it with torchvision, or {manual}"
-    # torchvision downloads, checks the archive's MD5 and extracts both splits
-    root = _fetched_root(cfg, expected, how, manual, lambda r: real(str(r), train=True, download=True))
+    # torchvision downloads, checks the archive's MD5 and extracts both splits (nothing is unpickled)
+    root = _fetched_root(cfg, expected, how, manual, lambda r: download_and_extract_archive(
+        real.url, str(r), filename=real.filename, md5=real.tgz_md5))
     base = root / real.base_folder
     missing = [name for name in files if not (base / name).is_file()]
     if missing:
@@ -290,8 +315,11 @@ def build_cifar(cfg) -> DataSplits:
     splits = {}
     for train in (True, False):
         try:
-            splits[train] = ours(str(root), train=train, transform=train_tf if train else val_tf)
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError) as err:
+            splits[train] = _SafeCIFAR(real, root, train, train_tf if train else val_tf).dataset
+        except RefusedPickle as err:
+            raise DataError(f"refused to load {_bad_pickle(base, files)}: {err}; it is not a CIFAR file, "
+                            f"replace it with a fresh copy of {Path(real.url).name}") from None
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError, AttributeError, TypeError) as err:
             raise DataError(f"cannot load {_bad_pickle(base, files)} ({type(err).__name__}); the pickles are "
                             f"damaged, re-extract {Path(real.url).name}") from None
     train, val = splits[True], splits[False]

@@ -1,0 +1,30 @@
+"""Exit codes and one-line errors shared by the command-line tools (train, plan, report).
+
+- 0: done (or nothing to do: the run was already complete or failed);
+- 1: a run failed (non-finite loss or weights; marked failed in its summary.json);
+- 2: a user mistake (a bad value, a damaged or foreign file, a run folder in use): fix it and rerun;
+- 3: stopped on a signal (SIGTERM, SIGUSR1, SIGUSR2) after saving a checkpoint: relaunch to resume.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gnrepro.preemption import EXIT_PREEMPTED
+
+EXIT_FAILED = 1
+EXIT_USER = 2
+EXIT_STOPPED = EXIT_PREEMPTED
+
+
+def error_line(err) -> str:
+    """``gnrepro: error: <message>`` on one line, however many lines the message had."""
+    return "gnrepro: error: " + " ".join(str(err).split())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``gnrepro: error:`` line and exit code 2 (no usage block)."""
+
+    def error(self, message: str):
+        print(error_line(f"{message} (see {self.prog} --help)"), file=sys.stderr)
+        sys.exit(EXIT_USER)
