@@ -38,6 +38,12 @@ class Processes:
         return self.world_size > 1
 
 
+def launched_as_main() -> bool:
+    """Whether this process is (or will be, before the process group exists) rank 0 of its launch:
+    torchrun's ``RANK``, else SLURM's task id, else a single process."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+
+
 def _export_slurm_env() -> None:
     """Under SLURM with several tasks and no torchrun, let submitit set the env:// variables."""
     if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:

@@ -21,12 +21,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from gnrepro import published_checks
+from gnrepro import published_checks, schema
 from gnrepro.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.engine import evaluate
 from gnrepro.norms import ConfigError
-from gnrepro.preflight import CONFIGS, check_command_line
+from gnrepro.preflight import CONFIGS, check_command_line, compose_config
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 
@@ -43,6 +43,7 @@ def check_published(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.weights`` on ``cfg.data``'s val split; returns the JSON line it writes."""
     if OmegaConf.is_missing(cfg, "weights"):
         raise ConfigError(f"weights= is required: a released model ({', '.join(CATALOG)}) or a weight file")
+    schema.check_evaluate(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))  # before any download
     entry = lookup(str(cfg.weights))
     if entry is not None:
         check_setting(entry, cfg, "weights")
@@ -104,12 +105,14 @@ def with_catalogue_choices(argv: list[str]) -> list[str]:
 
 
 def cli() -> None:
+    argv = with_catalogue_choices(sys.argv[1:])
     try:
-        check_command_line(sys.argv[1:])
+        check_command_line(argv)
+        compose_config([a for a in argv if not a.startswith("-")], config_name="evaluate")  # unknown keys: one line
     except ConfigError as err:
         print(f"gnrepro: error: {err}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *with_catalogue_choices(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *argv]
     main()
 
 

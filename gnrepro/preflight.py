@@ -80,13 +80,14 @@ def check_command_line(argv: list[str], configs: Path = CONFIGS) -> None:
         check_writable(results_dir)
 
 
-def compose_config(overrides: list[str], configs: Path = CONFIGS):
-    """The training config Hydra composes for ``overrides`` (with its ``hydra`` node), or one line."""
+def compose_config(overrides: list[str], configs: Path = CONFIGS, config_name: str = "train"):
+    """The config ``config_name`` (train or evaluate) Hydra composes for ``overrides`` (with its
+    ``hydra`` node), or one line."""
     from gnrepro.schema import unknown_key
 
     try:
         with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         text = str(err)
         key = re.match(r"Could not override '([^']+)'", text)

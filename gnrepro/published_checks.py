@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from gnrepro import runfiles
+
 FOLDER = "published_checks"
 LINES = "checks.jsonl"
 COLUMNS = [("weights", "weights"), ("data", "data"), ("images", "val images"), ("top1_err", "top-1 err"),
@@ -16,9 +18,9 @@ COLUMNS = [("weights", "weights"), ("data", "data"), ("images", "val images"), (
 def append(results_dir, row: dict) -> Path:
     folder = Path(results_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LINES, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    (folder / "checks.md").write_text(markdown(read(results_dir)))
+    with open(folder / LINES, "a") as f:  # append: earlier checks stay; a torn last line is skipped by read
+        f.write(json.dumps(runfiles.finite(row), allow_nan=False) + "\n")
+    runfiles.write_text(folder / "checks.md", markdown(read(results_dir)))
     return folder / LINES
 
 

@@ -314,6 +314,17 @@ GROUPS = {
 SECTIONS = {"optim": OPTIM, "probe": PROBE}  # nested keys that are not a config group
 
 
+EVALUATE = {  # python -m gnrepro.evaluate (configs/evaluate.yaml): its own top level, the same groups
+    "weights": Str(missing=True, eg="R-50-GN"),   # ``???`` until given: the evaluator names the choices
+    "weights_format": Choice(values=("auto", *WEIGHT_FORMATS)),
+    "workers": Int(min=1),
+    "device": Device(),
+    "eval_batch": Int(min=1),
+    "results_dir": Str(eg="results/runs"),
+    "debug": Bool(),
+}
+
+
 # ---------------------------------------------------------------------------------------- checking
 
 def _check_value(key: str, spec: Spec, value) -> None:
@@ -395,6 +406,22 @@ def check(cfg: dict, choices: Optional[dict] = None) -> list[str]:
         if note:
             notes.append(note)
     return notes
+
+
+def check_evaluate(cfg: dict, choices: Optional[dict] = None) -> None:
+    """The evaluator's config (``configs/evaluate.yaml``, resolved, a plain dict): its own top-level
+    keys and the model, conv, norm and data groups, with the rules that apply to evaluation."""
+    choices = choices or {}
+    groups = ("model", "conv", "norm", "data")
+    for key in cfg:
+        if key not in EVALUATE and key not in groups:
+            raise ConfigError(f"unknown key {key}; python -m gnrepro.evaluate takes: {', '.join([*EVALUATE, *groups])}; "
+                              f"check the spelling or remove it")
+    for name in groups:
+        _check_group(name, GROUPS[name], cfg.get(name), choices.get(name))
+    _check_keys("", EVALUATE, {k: v for k, v in cfg.items() if k in EVALUATE}, "configs/evaluate.yaml")
+    for rule in (_cuda_exists, _norm_fits_model, _gn_groups):
+        rule(cfg)
 
 
 # ------------------------------------------------------------------------------ rules across keys

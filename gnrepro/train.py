@@ -35,8 +35,8 @@ from gnrepro import finetune, runfiles
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
-from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, init_processes, shutdown,
-                                 hosted_workers, sum_over_processes, workers_per_process, wrap)
+from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
+                                 launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
 from gnrepro.exits import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, error_line
 from gnrepro.loggers import build_logger
@@ -161,7 +161,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
         log.info("note: %s", note)
     finetune.check(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    main_process = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0
+    main_process = launched_as_main()  # it alone holds the run folder's lock
     with runfiles.RunLock(run_dir) if main_process else contextlib.nullcontext():
         if main_process and runfiles.remove_leftovers(run_dir):
             log.info("removed the temp files of an interrupted write in %s", run_dir)
@@ -357,7 +357,7 @@ def cli() -> None:
     """Check the command line and every job's config before Hydra creates any folder, then run."""
     try:
         check_command_line(sys.argv[1:])
-        check_jobs(sys.argv[1:])
+        check_jobs(sys.argv[1:], locks=launched_as_main())  # other ranks join the folder rank 0 has locked
     except ConfigError as err:
         if getattr(err, "debug", False):
             raise

@@ -1,5 +1,7 @@
 """The embedded proxy's data: augmentation drawn per (seed, epoch, image), so resuming and
 DataLoader workers see the same images; the warp is torchvision's affine; one protocol per sweep."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Subset
 
 from gnrepro.data import build_datasets, set_epoch
+from gnrepro.preflight import CONFIGS
 
 AUG = {"rotate": 15, "scale": 0.15, "shear": 10, "translate": 1, "noise": 0.2}
 
@@ -71,9 +74,20 @@ def test_a_pure_rotation_matches_an_independent_rotation():
     assert abs(angle) > 1 and np.abs(got[inner] - ref[inner]).max() < 1e-5
 
 
-@pytest.mark.parametrize("key,value", [("rotate", -1), ("noise", -0.1)])
-def test_negative_magnitudes_are_refused(key, value):
+@pytest.mark.parametrize("key,value,expected", [
+    ("rotate", -1, "a finite number >= 0"), ("noise", "nan", "a finite number >= 0"),
+    ("scale", 1.0, "a finite number in [0, 1)"), ("shear", "true", "a finite number >= 0"),
+])
+def test_bad_magnitudes_are_refused_by_the_schema(compose_cfg, key, value, expected):
+    from gnrepro.config import validate
     from gnrepro.norms import ConfigError
 
-    with pytest.raises(ConfigError, match=f"data.augment.{key}"):
-        build_datasets(digits_cfg(augment={**AUG, key: value}), seed=0)
+    cfg = compose_cfg("experiment=fig1_batch_size_proxy", f"data.augment.{key}={value}")
+    with pytest.raises(ConfigError, match=re.escape(f"data.augment.{key} must be {expected}")):
+        validate(cfg)
+
+
+def test_augment_keys_are_the_schemas():
+    from gnrepro.schema import AUGMENT
+
+    assert set(OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment) == set(AUGMENT)

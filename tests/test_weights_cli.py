@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 from hydra import compose, initialize_config_dir
@@ -15,6 +16,7 @@ from gnrepro import published_checks
 from gnrepro.data import build_datasets
 from gnrepro.data.fake import make_imagenet, make_pets
 from gnrepro.evaluate import check_published, with_catalogue_choices
+from gnrepro.norms import ConfigError
 from gnrepro.runfiles import load_checkpoint
 from gnrepro.weights import catalog
 from tests.test_weights import calibrate_bn, randomize
@@ -84,6 +86,7 @@ def test_evaluate_refuses_a_malicious_pickle_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("gnrepro: error: refused to load") and len(proc.stderr.strip().splitlines()) == 1
     assert "os.system is not allowed" in proc.stderr and not marker.exists()
+    assert not (tmp_path / "results").exists(), "a refused check leaves no folder or log behind"
 
 
 def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
@@ -92,14 +95,15 @@ def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     randomize(gn)
     torch.save(gn.state_dict(), tmp_path / "gn50.pth")
     common = ("data=pets", f"data.root={root}", "batch=2", "epochs=1", *TINY_TRAIN)
-    proc = run_module("gnrepro.train", "norm=gn", f"init={tmp_path / 'gn50.pth'}", "optim.base_lr=0", *common,
+    # an LR of 1e-30 (0 is refused): every update is below float32's resolution, so the weights stay the file's
+    proc = run_module("gnrepro.train", "norm=gn", f"init={tmp_path / 'gn50.pth'}", "optim.base_lr=1e-30", *common,
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "results/runs/pets_resnet50/gn32_b2x1_e1_s0_from-gn50.pth"
     assert run_dir.is_dir(), list((tmp_path / "results/runs").rglob("*"))
     assert json.loads((run_dir / "summary.json").read_text())["init"] == str(tmp_path / "gn50.pth")
     model = load_checkpoint(run_dir / "last.pt")["model"]
-    for key, value in gn.state_dict().items():  # LR 0: every weight but the new classifier is the file's
+    for key, value in gn.state_dict().items():  # every weight but the new classifier is the file's
         if not key.startswith("fc."):
             assert torch.equal(model[key], value), key
     assert model["fc.weight"].shape == (3, 2048)
@@ -132,3 +136,24 @@ def test_init_mistakes_are_one_line_and_leave_no_folder(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.pt"))
+
+
+EVALUATE_MISTAKES = {  # override -> the one line it must give, before any download or data
+    "eval_batch=0": "eval_batch must be a positive integer, got 0",
+    "device=tpu": "device must be auto, cpu, cuda or cuda:N, got 'tpu'",
+    "+foo=1": "unknown key foo; python -m gnrepro.evaluate takes:",
+    "weights_format=onnx": "weights_format must be one of auto, caffe2, torchvision, ws_official, gnrepro",
+    "workers=-2": "workers must be a positive integer, got -2",
+    "norm.groups=48": "GN with groups=48 cannot split a layer of 64 channels",
+}
+
+
+@pytest.mark.parametrize("override", list(EVALUATE_MISTAKES))
+def test_evaluate_mistakes_are_refused_before_any_download(override, monkeypatch):
+    monkeypatch.setattr("gnrepro.evaluate.resolve", lambda *a, **k: pytest.fail("reached the download"))
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["weights=R-50-GN", "model=resnet50", "norm=gn",
+                                                        "data.root=/unused", override])
+    with pytest.raises(ConfigError) as err:
+        check_published(cfg)
+    assert EVALUATE_MISTAKES[override] in str(err.value) and "\n" not in str(err.value)
