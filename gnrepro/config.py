@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gnrepro import schema
+from gnrepro import finetune, schema
 from gnrepro.loggers import check_logger
 from gnrepro.norms import ConfigError
 from gnrepro.precise_bn import uses_precise
@@ -59,6 +59,7 @@ def validate(cfg, choices: dict | None = None) -> list[str]:
         raise ConfigError(f"the config cannot be resolved: {str(err).splitlines()[0]}") from None
     notes = schema.check(values, choices)
     check_logger(OmegaConf.create(values["logger"]))
+    finetune.check(OmegaConf.create(values))  # init= and frozen BN, before any folder exists
     return notes
 
 

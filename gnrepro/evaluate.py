@@ -25,6 +25,7 @@ from gnrepro import published_checks, schema
 from gnrepro.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.engine import evaluate
+from gnrepro.exits import EXIT_USER, error_line
 from gnrepro.norms import ConfigError
 from gnrepro.preflight import CONFIGS, check_command_line, compose_config
 from gnrepro.weights.catalog import CATALOG, lookup
@@ -89,8 +90,8 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         if cfg.get("debug") is True:
             raise
-        print(f"gnrepro: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        print(error_line(err), file=sys.stderr)
+        sys.exit(EXIT_USER)
 
 
 def with_catalogue_choices(argv: list[str]) -> list[str]:
@@ -110,8 +111,8 @@ def cli() -> None:
         check_command_line(argv)
         compose_config([a for a in argv if not a.startswith("-")], config_name="evaluate")  # unknown keys: one line
     except ConfigError as err:
-        print(f"gnrepro: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        print(error_line(err), file=sys.stderr)
+        sys.exit(EXIT_USER)
     sys.argv = [sys.argv[0], *argv]
     main()
 

@@ -24,6 +24,9 @@ def check(cfg) -> None:
                           "init=<released BN model>, e.g. init=tv-resnet50")
     if cfg.norm.get("frozen") and cfg.norm.get("sync"):
         raise ConfigError("norm.frozen=true and norm.sync=true exclude each other; drop norm.sync")
+    if init and "std" not in cfg.data:  # the released models are ImageNet models (RGB, normalized by mean/std)
+        raise ConfigError(f"init={init} is an ImageNet model for RGB images; data={cfg.data.name} has no RGB images "
+                          "to fine-tune it on; use an RGB data set, e.g. data=pets")
     if init:
         entry = lookup(str(init))
         if entry is not None:

@@ -159,7 +159,6 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     """
     for note in validate(cfg, choices):
         log.info("note: %s", note)
-    finetune.check(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     main_process = launched_as_main()  # it alone holds the run folder's lock
     with runfiles.RunLock(run_dir) if main_process else contextlib.nullcontext():

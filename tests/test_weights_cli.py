@@ -157,3 +157,12 @@ def test_evaluate_mistakes_are_refused_before_any_download(override, monkeypatch
     with pytest.raises(ConfigError) as err:
         check_published(cfg)
     assert EVALUATE_MISTAKES[override] in str(err.value) and "\n" not in str(err.value)
+
+
+def test_init_needs_rgb_data_and_is_checked_before_any_folder(compose_cfg):
+    from gnrepro.config import validate
+
+    with pytest.raises(ConfigError, match="init=tv-resnet50 is an ImageNet model for RGB images; data=digits"):
+        validate(compose_cfg("init=tv-resnet50"))
+    with pytest.raises(ConfigError, match="needs init=<released BN model>"):
+        validate(compose_cfg("norm=frozen_bn"))
