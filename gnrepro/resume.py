@@ -24,7 +24,8 @@ RUNTIME_KEYS = (
 )
 # Keys added after runs were made, with the value that reproduces the runs made before them: a saved
 # config without the key is the same setting as one with this value.
-ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100}
+ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100, "norm.frozen": False,
+              "init": None, "init_format": "auto", "data.augment_val": 0}
 
 
 @dataclass

@@ -296,7 +296,7 @@ GROUPS = {
         options={
             "digits": {"image_size": Int(min=8, max=256), "val_fraction": Float(gt=0, lt=1, eg="0.2"),
                        "split_seed": Int(min=0, max=2**32 - 1, eg="0"), "num_workers": Int(min=0),
-                       "augment": Table(keys=AUGMENT, null=True)},
+                       "augment": Table(keys=AUGMENT, null=True), "augment_val": Int(min=0, eg="4")},
             "imagenet": PHOTOS,
             "pets": PHOTOS,
             "imagenette": {**PHOTOS, "size": Choice(values=("full", "320px", "160px"))},
@@ -451,6 +451,13 @@ def _train_split_fits(cfg: dict) -> None:
                           f"lower batch or workers")
 
 
+def _augment_val(cfg: dict) -> None:
+    data = cfg["data"]
+    if data.get("augment_val") and data.get("augment") is None:
+        raise ConfigError(f"data.augment_val={data['augment_val']} draws val copies with the training augmentation, "
+                          "but data.augment is null; set data.augment (or use a proxy preset) or data.augment_val=0")
+
+
 def _digits_split(cfg: dict) -> None:
     from gnrepro.data import digits_split
 
@@ -518,7 +525,7 @@ def _probe_layer(cfg: dict) -> None:
 
 # Checks that involve several keys, run in this order after every key passed on its own.
 RULES: list[Callable[[dict], Optional[str]]] = [
-    _cuda_exists, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _digits_split,
+    _cuda_exists, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _augment_val, _digits_split,
     _train_split_fits, _final_epochs, _eval_crop,
 ]
 

@@ -3,9 +3,9 @@
 Why (issue 10): the proxy trains on warped, noised digits but validates on clean ones, so val error
 (3-5%) sits far below train error (8-14%), the reverse of ImageNet, whose val images look like its
 training crops. Gaps between norms are squeezed against that floor. This script measures what the
-same checkpoints give when the val images get the training augmentation too: ``--draws`` fixed
-draws per image (seeded by ``--seed`` and the draw number, the same for every run), so runs are
-compared on identical images. It reads each run's ``last.pt`` (the final epoch's weights, not the
+same checkpoints give when the val images get the training augmentation too
+(``data.augment_val=<draws>``: fixed draws, the same for every run, so runs are compared on
+identical images). It reads each run's ``last.pt`` (the final epoch's weights, not the
 median of the final epochs the report uses) and builds everything with gnrepro's own code.
 
     python scripts/proxy_augmented_val.py results/runs/digits_resnet26 --out augmented_val.csv
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,24 +29,18 @@ from gnrepro.engine import evaluate  # noqa: E402
 from gnrepro.runfiles import load_checkpoint, read_config  # noqa: E402
 
 
-def augmented_val(cfg, seed: int, draws: int) -> list[TensorDataset]:
-    """``draws`` copies of the val split, each warped and noised as the training images are."""
-    splits = digits.build(cfg.data, seed=cfg.seed)
-    train, (images, labels) = splits.train, splits.val.tensors
-    clean01 = images * train.std + train.mean  # undo the standardization: the warp works on [0, 1] pixels
-    aug = digits.AugmentedDigits(clean01, labels, train.mean, train.std, cfg.data.augment, seed=seed)
-    copies = []
-    for draw in range(1, draws + 1):
-        aug.set_epoch(draw)
-        copies.append(TensorDataset(torch.stack([aug[i][0] for i in range(len(aug))]), labels))
-    return [splits.val, *copies]
+def val_splits(cfg, draws: int) -> list[TensorDataset]:
+    """The clean val split and the one ``data.augment_val=draws`` gives (the same images every run sees)."""
+    clean = digits.build(cfg.data, seed=cfg.seed).val
+    with open_dict(cfg):
+        cfg.data.augment_val = draws
+    return [clean, digits.build(cfg.data, seed=cfg.seed).val]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, help="a folder of digits proxy run folders (with last.pt)")
     parser.add_argument("--draws", type=int, default=4, help="augmented copies of each val image (default 4)")
-    parser.add_argument("--seed", type=int, default=999, help="seed of the val augmentation (not a training seed)")
     parser.add_argument("--out", type=Path, help="write the per-run table as CSV here")
     args = parser.parse_args()
     folders = sorted(p.parent for p in args.runs.glob("*/last.pt"))
@@ -57,16 +51,16 @@ def main() -> None:
         cfg = OmegaConf.create(read_config(folder / "config.yaml"))
         if cfg.data.name != "digits" or cfg.data.get("augment") is None:
             continue
-        sets = augmented_val(cfg, args.seed, args.draws)
+        sets = val_splits(cfg, args.draws)
         model = build_model(cfg, digits.NUM_CLASSES, 1, workers=cfg.workers)
         model.load_state_dict(load_checkpoint(folder / "last.pt")["model"])
         errors = [evaluate(model, DataLoader(s, batch_size=512), "cpu")["val_error"] for s in sets]
         rows.append({"run": folder.name, "norm": folder.name.split("_")[0], "batch": cfg.batch, "seed": cfg.seed,
-                     "clean_val_error": errors[0], "augmented_val_error": sum(errors[1:]) / args.draws})
+                     "epochs": cfg.epochs, "clean_val_error": errors[0], "augmented_val_error": errors[1]})
         print(f"{folder.name}: clean {errors[0]:.2f}%  augmented {rows[-1]['augmented_val_error']:.2f}%", flush=True)
     table = pd.DataFrame(rows)
-    means = table.groupby(["norm", "batch"])[["clean_val_error", "augmented_val_error"]].mean().round(2)
-    print(means.unstack("norm").sort_index(ascending=False).to_string())
+    means = table.groupby(["epochs", "norm", "batch"])[["clean_val_error", "augmented_val_error"]].mean().round(2)
+    print(means.unstack("norm").sort_index(ascending=[True, False]).to_string())
     if args.out:
         table.to_csv(args.out, index=False, float_format="%.3f")
 

@@ -91,3 +91,23 @@ def test_augment_keys_are_the_schemas():
     from gnrepro.schema import AUGMENT
 
     assert set(OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment) == set(AUGMENT)
+
+
+def test_augmented_val_copies_are_one_fixed_draw_for_every_run():
+    clean = build_datasets(digits_cfg(), seed=0).val.tensors
+    a = build_datasets(digits_cfg(augment_val=3), seed=0).val.tensors
+    b = build_datasets(digits_cfg(augment_val=3), seed=5).val.tensors  # another run's seed: the same val images
+    n = len(clean[1])
+    assert a[0].shape == (3 * n, *clean[0].shape[1:]) and torch.equal(a[1], clean[1].repeat(3))
+    assert torch.equal(a[0], b[0]), "every run must be scored on the same images"
+    assert not torch.equal(a[0][:n], a[0][n:2 * n]), "each copy is its own draw"
+    assert (a[0][:n] - clean[0]).abs().mean() > 0.1, "the copies are warped and noised"
+
+
+def test_augmented_val_needs_the_augmentation(compose_cfg):
+    from gnrepro.config import validate
+    from gnrepro.norms import ConfigError
+
+    with pytest.raises(ConfigError, match="data.augment_val=2 draws val copies .* but data.augment is null"):
+        validate(compose_cfg("data.augment_val=2"))
+    validate(compose_cfg("experiment=fig1_batch_size_proxy", "data.augment_val=2"))

@@ -158,3 +158,31 @@ def test_a_partial_epoch_resumed_on_another_number_of_processes_keeps_its_sums()
     one = restore_meter(saved, Processes(0, 1))
     assert (one.loss_sum, one.wrong, one.seen, one.steps) == (10.0, 4, 16, 2)
     assert restore_meter(None, Processes(0, 1)) is None
+
+
+def test_committed_run_records_still_match_the_current_config(compose_cfg):
+    """Every key added to the config since a committed run was made is declared in ADDED_KEYS with
+    the value that reproduces it, so re-launching its sweep skips it instead of refusing the folder."""
+    from omegaconf import OmegaConf
+
+    from gnrepro.preflight import CONFIGS
+    from gnrepro.resume import ADDED_KEYS, RUNTIME_KEYS, _flatten
+
+    records = sorted(Path(__file__).resolve().parents[1].glob("results/runs/*/*/config.yaml"))
+    assert records, "the repository commits the run records behind its proxy reports"
+    norm_files = {p.stem for p in (CONFIGS / "norm").glob("*.yaml")}
+    for path in records:
+        old = runfiles.read_config(path)
+        choices = [f"model={old['model']['name']}", f"data={old['data']['name']}"]
+        if old["norm"]["name"] in norm_files:
+            choices.append(f"norm={old['norm']['name']}")
+        new = _flatten(OmegaConf.to_container(compose_cfg(*choices, "data.root=/unused") if old["data"]["name"] != "digits"
+                                              else compose_cfg(*choices), resolve=False))
+        flat_old = _flatten(old)
+        added = set(new) - set(flat_old)
+        for key in sorted(added):
+            if any(key == r or key.startswith(r + ".") for r in RUNTIME_KEYS):
+                continue
+            if any(k.startswith(key + ".") for k in flat_old):  # a block the run's preset filled (data.augment)
+                continue
+            assert key in ADDED_KEYS and ADDED_KEYS[key] == new[key], f"{path}: {key} was added; declare it in ADDED_KEYS"
