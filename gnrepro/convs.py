@@ -1,7 +1,7 @@
 """Convolutions built from a config string: plain, or with Weight Standardization.
 
 Weight Standardization (Qiao et al., 2019) is a property of the convolution, not of the
-normalization layer: GN+WS (used by Big Transfer and the Pets follow-up, PROTOCOL.md) is GN
+normalization layer: GN+WS (used by Big Transfer and the Pets follow-up, docs/PROTOCOL.md) is GN
 composed with a WS convolution. Each output filter's weight is standardized over
 (in_channels, kH, kW) with the biased variance and eps inside the square root, as in timm's
 ``StdConv2d``, whose layer we reuse.

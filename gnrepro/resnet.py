@@ -2,7 +2,7 @@
 
 The layout is torchvision's (= fb.resnet.torch, the paper's): the stride of a bottleneck sits on
 its 3x3 convolution, and the projection shortcut is a 1x1 conv + norm. Initialisation follows
-PROTOCOL.md: He (MSRA) fan-out for convolutions, gamma = 1 / beta = 0 for every norm except the
+docs/PROTOCOL.md: He (MSRA) fan-out for convolutions, gamma = 1 / beta = 0 for every norm except the
 last norm of each residual block, whose gamma starts at 0 so every block starts as the identity.
 
 No layer reads global config: the caller passes ``norm(num_channels)`` and

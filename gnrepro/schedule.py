@@ -1,4 +1,4 @@
-"""The paper's optimization protocol (Sec. 4.1; PROTOCOL.md): SGD with momentum 0.9, weight decay
+"""The paper's optimization protocol (Sec. 4.1; docs/PROTOCOL.md): SGD with momentum 0.9, weight decay
 on every parameter (gamma and beta included), a learning rate scaled linearly with the images per
 worker, divided by 10 at 30%, 60% and 90% of training, with a linear warm-up only when the scaled
 rate exceeds the reference rate (as in the authors' code)."""

@@ -1,4 +1,4 @@
-"""The transforms are the paper's (Sec. 4.1; PROTOCOL.md): RandomResizedCrop 224 + horizontal flip
+"""The transforms are the paper's (Sec. 4.1; docs/PROTOCOL.md): RandomResizedCrop 224 + horizontal flip
 for training; shorter side to 256 + center crop 224 for evaluation; ImageNet mean/std."""
 from pathlib import Path
 

@@ -1,7 +1,7 @@
 """The paper's data set and its proxies on disk, read with torchvision's data sets and transforms.
 
 * ``imagenet``: ILSVRC-2012 in the ImageFolder layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``).
-  Transforms of the paper (Sec. 4.1; PROTOCOL.md): training uses scale and aspect-ratio
+  Transforms of the paper (Sec. 4.1; docs/PROTOCOL.md): training uses scale and aspect-ratio
   augmentation (RandomResizedCrop 224) and a horizontal flip; evaluation resizes the shorter side
   to 256 and takes the single center 224x224 crop. Normalized with ImageNet's mean/std.
 * ``pets``: Oxford-IIIT Pets in torchvision's layout (``oxford-iiit-pet/images/*.jpg``,
