@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gnrepro.norms import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped inside the package, so any install finds it
 # Hydra flags that take a value, which must not be read as an override.
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                     "--config-dir", "-cd", "--experimental-rerun"}

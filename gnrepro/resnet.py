@@ -20,7 +20,7 @@ from gnrepro.norms import ConfigError
 
 NormFactory = Callable[[int], nn.Module]
 # Bottleneck blocks per stage. 50 and 101 are the paper's; 26 (timm's resnet26 layout) keeps the
-# paper's widths at half the compute, for the CPU proxy only (configs/model/resnet26.yaml).
+# paper's widths at half the compute, for the CPU proxy only (gnrepro/configs/model/resnet26.yaml).
 DEPTHS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 WIDTHS = (64, 128, 256, 512)  # bottleneck widths of the four stages; outputs are 4x these
 EXPANSION = 4

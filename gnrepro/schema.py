@@ -314,7 +314,7 @@ GROUPS = {
 SECTIONS = {"optim": OPTIM, "probe": PROBE}  # nested keys that are not a config group
 
 
-EVALUATE = {  # python -m gnrepro.evaluate (configs/evaluate.yaml): its own top level, the same groups
+EVALUATE = {  # python -m gnrepro.evaluate (gnrepro/configs/evaluate.yaml): its own top level, the same groups
     "weights": Str(missing=True, eg="R-50-GN"),   # ``???`` until given: the evaluator names the choices
     "weights_format": Choice(values=("auto", *WEIGHT_FORMATS)),
     "workers": Int(min=1),
@@ -376,7 +376,7 @@ def unknown_key(key: str) -> str:
     """The message for a key that the config does not have (Hydra refuses those without ``+``)."""
     head, _, rest = key.partition(".")
     if rest and (head in SECTIONS or head in GROUPS):
-        known = ", ".join(SECTIONS[head]) if head in SECTIONS else f"each option's keys: configs/{head}/"
+        known = ", ".join(SECTIONS[head]) if head in SECTIONS else f"each option's keys: gnrepro/configs/{head}/"
         return f"unknown key {key}: {head} has no {rest!r} ({known}); check the spelling or remove it"
     return (f"unknown key {key}; the top-level keys are: {', '.join([*TOP, *SECTIONS, *GROUPS])}; "
             f"check the spelling or remove it")
@@ -409,7 +409,7 @@ def check(cfg: dict, choices: Optional[dict] = None) -> list[str]:
 
 
 def check_evaluate(cfg: dict, choices: Optional[dict] = None) -> None:
-    """The evaluator's config (``configs/evaluate.yaml``, resolved, a plain dict): its own top-level
+    """The evaluator's config (``gnrepro/configs/evaluate.yaml``, resolved, a plain dict): its own top-level
     keys and the model, conv, norm and data groups, with the rules that apply to evaluation."""
     choices = choices or {}
     groups = ("model", "conv", "norm", "data")
@@ -419,7 +419,7 @@ def check_evaluate(cfg: dict, choices: Optional[dict] = None) -> None:
                               f"check the spelling or remove it")
     for name in groups:
         _check_group(name, GROUPS[name], cfg.get(name), choices.get(name))
-    _check_keys("", EVALUATE, {k: v for k, v in cfg.items() if k in EVALUATE}, "configs/evaluate.yaml")
+    _check_keys("", EVALUATE, {k: v for k, v in cfg.items() if k in EVALUATE}, "gnrepro/configs/evaluate.yaml")
     for rule in (_cuda_exists, _norm_fits_model, _gn_groups):
         rule(cfg)
 

@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             per_class = max(1, args.fake_images // 8)
             fake.make_imagenet(tmp, classes=8, train_per_class=per_class, val_per_class=1, size=tuple(args.fake_size))
             overrides = ["data=imagenet", f"data.root={tmp}", *overrides]
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=overrides)
         device_name = cfg.device
         device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)

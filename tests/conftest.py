@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 import gnrepro.config  # noqa: F401  (registers the run_name resolver)
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "gnrepro" / "configs"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

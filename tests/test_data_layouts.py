@@ -32,7 +32,7 @@ def loaders(splits, cfg, images_per_step):
 
 def data_cfg(name, root, **overrides):
     """The shipped data config with a tiny crop (32 px) so the tests stay fast."""
-    cfg = OmegaConf.load(ROOT / "configs" / "data" / f"{name}.yaml")
+    cfg = OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / f"{name}.yaml")
     cfg.root = str(root)
     cfg.num_workers = 0
     if "eval_crop" in cfg:

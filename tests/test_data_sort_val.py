@@ -19,7 +19,7 @@ spec.loader.exec_module(sort_imagenet_val)
 
 
 def data_cfg(root):
-    cfg = OmegaConf.load(ROOT / "configs" / "data" / "imagenet.yaml")
+    cfg = OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / "imagenet.yaml")
     cfg.root, cfg.num_workers = str(root), 0
     return cfg
 

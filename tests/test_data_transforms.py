@@ -16,7 +16,7 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def load(name):
-    return OmegaConf.load(ROOT / "configs" / "data" / f"{name}.yaml")
+    return OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / f"{name}.yaml")
 
 
 def parts(compose):

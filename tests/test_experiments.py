@@ -1,4 +1,4 @@
-"""Experiment presets (configs/experiment/), launcher presets and the dry run (gnrepro.plan): every
+"""Experiment presets (gnrepro/configs/experiment/), launcher presets and the dry run (gnrepro.plan): every
 sweep of the paper composes, expands to the paper's runs, and command-line overrides still win."""
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from gnrepro.preflight import sweep_jobs as expand
 from gnrepro.runfiles import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "gnrepro" / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # preset -> (data, model, workers, the set of (norm tag, images per worker) it sweeps)
@@ -80,7 +80,7 @@ PROXIES = ["fig1_batch_size_proxy", "table1_norms_proxy", "table3_groups_proxy"]
 
 def test_every_proxy_sweep_uses_one_protocol_for_every_run():
     """Figure 1, Table 1 and Table 3 on digits: every run of every proxy sweep shares one protocol
-    (configs/proxy/digits.yaml); nothing but the swept setting and the seed differs."""
+    (gnrepro/configs/proxy/digits.yaml); nothing but the swept setting and the seed differs."""
     cfgs = [c for name in PROXIES for c in compose_jobs(f"experiment={name}", "seed=0,1,2")]
     assert len(cfgs) == 3 * (10 + 4 + 7)
 

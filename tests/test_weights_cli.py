@@ -21,7 +21,7 @@ from gnrepro.runfiles import load_checkpoint
 from gnrepro.weights import catalog
 from tests.test_weights import calibrate_bn, randomize
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "gnrepro" / "configs"
 TINY_EVAL = ("data.eval_resize=32", "data.eval_crop=32", "data.num_workers=0", "device=cpu")
 TINY_TRAIN = ("data.train_crop=32", *TINY_EVAL, "workers=1", "progress=false")
 
