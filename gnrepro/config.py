@@ -7,7 +7,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gnrepro import finetune, schema
 from gnrepro.loggers import check_logger
-from gnrepro.norms import ConfigError
+from gnrepro.norms import DEFAULT_GROUPS, ConfigError
 from gnrepro.precise_bn import uses_precise
 
 
@@ -20,7 +20,7 @@ def norm_tag(norm, conv) -> str:
         tag = "frozenbn"
     elif name == "gn":
         cpg = norm.get("channels_per_group")
-        tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or 32}"
+        tag = f"gn_c{cpg}" if cpg is not None else f"gn{norm.get('groups') or DEFAULT_GROUPS}"
     else:
         tag = name
     if uses_precise(norm):

@@ -24,6 +24,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 NORMS = ("bn", "brn", "gn", "ln", "in", "none")  # brn: gnrepro.batch_renorm; none: VGG only
 EPS = 1e-5  # the paper's epsilon for every normalization
+DEFAULT_GROUPS = 32  # the paper's G when neither norm.groups nor norm.channels_per_group is set
 
 
 class ConfigError(ValueError):
@@ -54,7 +55,7 @@ def num_groups(num_channels: int, groups: int | None = None, channels_per_group:
                 f"channels; valid norm.channels_per_group for it: {_divisors(num_channels)}"
             )
         return num_channels // channels_per_group
-    g = 32 if groups is None else groups
+    g = DEFAULT_GROUPS if groups is None else groups
     if not isinstance(g, int) or g < 1:
         raise ConfigError(f"norm.groups must be a positive integer, got {g!r}")
     if num_channels % g:

@@ -138,6 +138,7 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
     folder another process is training.
     """
     from gnrepro.config import validate
+    from gnrepro.resume import check_settings
     from gnrepro.runfiles import running_pid
 
     if any(a in NOT_OUR_JOBS or a.split("=")[0] in NOT_OUR_JOBS for a in argv):
@@ -155,6 +156,8 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
             pid = running_pid(folder) if folder is not None and locks else None
             if pid is not None:
                 raise ConfigError(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
+            if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
+                check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
         except ConfigError as err:
             if where:
                 err = ConfigError(where + str(err))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from gnrepro import runfiles
-from gnrepro.norms import ConfigError
+from gnrepro.norms import DEFAULT_GROUPS, ConfigError
 
 log = logging.getLogger("gnrepro")
 
@@ -43,9 +43,18 @@ def _flatten(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+def _canonical(flat: dict) -> dict:
+    """Settings that mean the same written the same way: GN with neither ``groups`` nor
+    ``channels_per_group`` is G = 32, the run folder ``gn32`` either way (Table 3's G = 32 run is
+    Figure 1's GN run)."""
+    if flat.get("norm.name") == "gn" and flat.get("norm.groups") is None and flat.get("norm.channels_per_group") is None:
+        flat = {**flat, "norm.groups": DEFAULT_GROUPS}
+    return flat
+
+
 def settings_diff(old: dict, new: dict) -> list[str]:
     """``key (old -> new)`` for every result-changing setting that differs."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = _canonical(_flatten(old)), _canonical(_flatten(new))
     runtime = lambda k: any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS)  # noqa: E731
     old_value = lambda k: a.get(k, ADDED_KEYS.get(k, "unset"))  # noqa: E731
     new_value = lambda k: b.get(k, ADDED_KEYS.get(k, "unset"))  # noqa: E731
@@ -63,15 +72,20 @@ def read_summary(run_dir: Path) -> Optional[dict]:
     return summary if summary.get("status") in ("complete", "failed") else None
 
 
-def previous_state(run_dir: Path, config: dict) -> RunState:
-    """Check ``run_dir`` against ``config`` and return what can be reused from it."""
-    run_dir = Path(run_dir)
-    saved = run_dir / runfiles.CONFIG
+def check_settings(run_dir: Path, config: dict) -> None:
+    """ConfigError if ``run_dir`` holds a run made with other result-changing settings than ``config``."""
+    saved = Path(run_dir) / runfiles.CONFIG
     if saved.exists():
         diff = settings_diff(runfiles.read_config(saved), config)
         if diff:
             raise ConfigError(f"{run_dir} holds a run with other settings: {'; '.join(diff)}; "
                               f"use another results_dir or delete that folder")
+
+
+def previous_state(run_dir: Path, config: dict) -> RunState:
+    """Check ``run_dir`` against ``config`` and return what can be reused from it."""
+    run_dir = Path(run_dir)
+    check_settings(run_dir, config)
     summary = read_summary(run_dir)
     if summary is not None:
         return RunState(summary=summary)

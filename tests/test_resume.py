@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from gnrepro import runfiles
 from gnrepro.norms import ConfigError
@@ -186,3 +187,27 @@ def test_committed_run_records_still_match_the_current_config(compose_cfg):
             if any(k.startswith(key + ".") for k in flat_old):  # a block the run's preset filled (data.augment)
                 continue
             assert key in ADDED_KEYS and ADDED_KEYS[key] == new[key], f"{path}: {key} was added; declare it in ADDED_KEYS"
+
+
+def test_gn_with_groups_unset_is_the_same_setting_as_g32():
+    unset = {"norm": {"name": "gn", "groups": None, "channels_per_group": None}}
+    g32 = {"norm": {"name": "gn", "groups": 32, "channels_per_group": None}}
+    assert settings_diff(unset, g32) == [] and settings_diff(g32, unset) == []
+    assert settings_diff(unset, {"norm": {"name": "gn", "groups": 16, "channels_per_group": None}}) == [
+        "norm.groups (32 -> 16)"]
+    cpg = {"norm": {"name": "gn", "groups": None, "channels_per_group": 16}}
+    assert settings_diff(unset, cpg) != []
+
+
+def test_a_sweep_stops_before_its_first_job_when_a_later_folder_holds_other_settings(tmp_path, compose_cfg):
+    from gnrepro.preflight import check_jobs
+
+    argv = ["-m", "seed=0,1", "epochs=1", f"results_dir={tmp_path}"]
+    folder = tmp_path / "digits_resnet50" / "bn_b32x8_e1_s1"  # job 2's folder, made with another LR
+    folder.mkdir(parents=True)
+    cfg = OmegaConf.to_container(compose_cfg("seed=1", "epochs=1", "optim.base_lr=0.2"), resolve=True)
+    runfiles.write_text(folder / runfiles.CONFIG, OmegaConf.to_yaml(cfg))
+    with pytest.raises(ConfigError, match=r"job 2 of 2 \(seed=1 epochs=1 .*\): .*holds a run with other settings: "
+                                          r"optim.base_lr \(0.2 -> 0.1\)"):
+        check_jobs(argv, locks=False)
+    check_jobs(["-m", "seed=0", "epochs=1", f"results_dir={tmp_path}"], locks=False)  # job 1 alone is fine
