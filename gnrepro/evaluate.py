@@ -27,7 +27,7 @@ from gnrepro.data import build_datasets, loader_options
 from gnrepro.engine import evaluate
 from gnrepro.exits import EXIT_USER, error_line
 from gnrepro.norms import ConfigError
-from gnrepro.preflight import CONFIGS, check_command_line, compose_config
+from gnrepro.preflight import CONFIGS, check_command_line, check_composes
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 
@@ -44,7 +44,7 @@ def check_published(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.weights`` on ``cfg.data``'s val split; returns the JSON line it writes."""
     if OmegaConf.is_missing(cfg, "weights"):
         raise ConfigError(f"weights= is required: a released model ({', '.join(CATALOG)}) or a weight file")
-    schema.check_evaluate(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))  # before any download
+    schema.check(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), command=schema.EVALUATION)  # before any download
     entry = lookup(str(cfg.weights))
     if entry is not None:
         check_setting(entry, cfg, "weights")
@@ -109,7 +109,7 @@ def cli() -> None:
     argv = with_catalogue_choices(sys.argv[1:])
     try:
         check_command_line(argv)
-        compose_config([a for a in argv if not a.startswith("-")], config_name="evaluate")  # unknown keys: one line
+        check_composes(argv, "evaluate")  # unknown keys: one line
     except ConfigError as err:
         print(error_line(err), file=sys.stderr)
         sys.exit(EXIT_USER)

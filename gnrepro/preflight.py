@@ -29,6 +29,11 @@ NOT_OUR_JOBS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "
                 "--experimental-rerun", "--resolve", "-p", "--package"}
 
 
+def _not_our_job(argv: list[str]) -> bool:
+    """Hydra prints something (help, the config) or runs another config instead of our job."""
+    return any(a in NOT_OUR_JOBS or a.split("=")[0] in NOT_OUR_JOBS for a in argv)
+
+
 def _overrides(argv: list[str]) -> list[str]:
     out, skip = [], False
     for i, arg in enumerate(argv):
@@ -83,7 +88,7 @@ def check_command_line(argv: list[str], configs: Path = CONFIGS) -> None:
 def compose_config(overrides: list[str], configs: Path = CONFIGS, config_name: str = "train"):
     """The config ``config_name`` (train or evaluate) Hydra composes for ``overrides`` (with its
     ``hydra`` node), or one line."""
-    from gnrepro.schema import unknown_key
+    from gnrepro.schema import COMMANDS, unknown_key
 
     try:
         with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
@@ -92,7 +97,7 @@ def compose_config(overrides: list[str], configs: Path = CONFIGS, config_name: s
         text = str(err)
         key = re.match(r"Could not override '([^']+)'", text)
         if key:
-            raise ConfigError(unknown_key(key.group(1))) from None
+            raise ConfigError(unknown_key(key.group(1), COMMANDS[config_name])) from None
         sweep = re.match(r"Ambiguous value for argument '([^']+)'", text)
         if sweep:
             raise ConfigError(f"{sweep.group(1)} is a sweep: add -m to run one job per value, "
@@ -130,6 +135,14 @@ def job_config(job: list[str], multirun: bool, configs: Path = CONFIGS):
     return cfg, choices, folder
 
 
+def check_composes(argv: list[str], config_name: str, configs: Path = CONFIGS) -> None:
+    """One line (ConfigError) if the command line ``argv`` of a one-job command (evaluate) does not
+    compose with ``config_name``, before Hydra creates anything."""
+    if _not_our_job(argv):
+        return
+    compose_config(_overrides(argv), configs, config_name)
+
+
 def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> list[str]:
     """Compose and validate every job the command line would run, before Hydra creates any folder.
 
@@ -141,7 +154,7 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
     from gnrepro.resume import check_settings
     from gnrepro.runfiles import running_pid
 
-    if any(a in NOT_OUR_JOBS or a.split("=")[0] in NOT_OUR_JOBS for a in argv):
+    if _not_our_job(argv):
         return []
     overrides = _overrides(argv)
     multirun = "-m" in argv or "--multirun" in argv

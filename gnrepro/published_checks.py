@@ -18,8 +18,7 @@ COLUMNS = [("weights", "weights"), ("data", "data"), ("images", "val images"), (
 def append(results_dir, row: dict) -> Path:
     folder = Path(results_dir) / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LINES, "a") as f:  # append: earlier checks stay; a torn last line is skipped by read
-        f.write(json.dumps(runfiles.finite(row), allow_nan=False) + "\n")
+    runfiles.append_jsonl(folder / LINES, row)  # earlier checks stay; a torn last line is skipped by read
     runfiles.write_text(folder / "checks.md", markdown(read(results_dir)))
     return folder / LINES
 

@@ -99,6 +99,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(_dumps(r) + "\n" for r in rows))
 
 
+def append_jsonl(path: Path, row: dict) -> None:
+    """Add one strict-JSON line to ``path``; earlier lines stay (a line torn by a kill is the last one)."""
+    with open(path, "a") as f:
+        f.write(_dumps(row) + "\n")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     _atomic_write(path, lambda f: torch.save(state, f))
 

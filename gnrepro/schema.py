@@ -372,56 +372,56 @@ def _check_group(name: str, group: Group, values, choice: Optional[str]) -> None
                               f"pick another {name} with {name}=<option> instead")
 
 
-def unknown_key(key: str) -> str:
-    """The message for a key that the config does not have (Hydra refuses those without ``+``)."""
+@dataclass(frozen=True)
+class Command:
+    """What one command's config holds: its top-level keys, nested sections, the config groups it
+    composes (all from ``GROUPS``) and the rules across keys it must pass."""
+    keys_phrase: str  # how an unknown top-level key's message introduces the known ones
+    where: str        # where a missing key should be restored
+    top: dict
+    sections: dict
+    groups: tuple
+    rules: tuple
+
+
+def unknown_key(key: str, command: Optional[Command] = None) -> str:
+    """The message for a key that ``command``'s config (training's by default) does not have
+    (Hydra refuses those without ``+``)."""
+    command = command or TRAIN
     head, _, rest = key.partition(".")
-    if rest and (head in SECTIONS or head in GROUPS):
-        known = ", ".join(SECTIONS[head]) if head in SECTIONS else f"each option's keys: gnrepro/configs/{head}/"
+    if rest and (head in command.sections or head in command.groups):
+        known = ", ".join(command.sections[head]) if head in command.sections else f"each option's keys: gnrepro/configs/{head}/"
         return f"unknown key {key}: {head} has no {rest!r} ({known}); check the spelling or remove it"
-    return (f"unknown key {key}; the top-level keys are: {', '.join([*TOP, *SECTIONS, *GROUPS])}; "
+    return (f"unknown key {key}; {command.keys_phrase}: {', '.join([*command.top, *command.sections, *command.groups])}; "
             f"check the spelling or remove it")
 
 
-def check(cfg: dict, choices: Optional[dict] = None) -> list[str]:
-    """Raise ConfigError naming the first bad value of the resolved config ``cfg`` (a plain dict).
+def check(cfg: dict, choices: Optional[dict] = None, command: Optional[Command] = None) -> list[str]:
+    """Raise ConfigError naming the first bad value of the resolved config ``cfg`` (a plain dict) of
+    ``command`` (training's by default).
 
     ``choices`` are the chosen files of each group (Hydra's ``hydra.runtime.choices``), when known.
     Returns notes: one line each for legal but unusual values, saying what they do.
     """
+    command = command or TRAIN
     choices = choices or {}
     for key in cfg:
-        if key not in TOP and key not in SECTIONS and key not in GROUPS:
-            raise ConfigError(unknown_key(key))
-    for name, group in GROUPS.items():
-        _check_group(name, group, cfg.get(name), choices.get(name))
-    for section, table in SECTIONS.items():
+        if key not in command.top and key not in command.sections and key not in command.groups:
+            raise ConfigError(unknown_key(key, command))
+    for name in command.groups:
+        _check_group(name, GROUPS[name], cfg.get(name), choices.get(name))
+    for section, table in command.sections.items():
         values = cfg.get(section)
         if not isinstance(values, dict):
             raise ConfigError(f"{section} must hold the keys {', '.join(table)}, got {values!r}")
         _check_keys(f"{section}.", table, values, section)
-    _check_keys("", TOP, {k: v for k, v in cfg.items() if k in TOP}, "the config")
+    _check_keys("", command.top, {k: v for k, v in cfg.items() if k in command.top}, command.where)
     notes = []
-    for rule in RULES:
+    for rule in command.rules:
         note = rule(cfg)
         if note:
             notes.append(note)
     return notes
-
-
-def check_evaluate(cfg: dict, choices: Optional[dict] = None) -> None:
-    """The evaluator's config (``gnrepro/configs/evaluate.yaml``, resolved, a plain dict): its own top-level
-    keys and the model, conv, norm and data groups, with the rules that apply to evaluation."""
-    choices = choices or {}
-    groups = ("model", "conv", "norm", "data")
-    for key in cfg:
-        if key not in EVALUATE and key not in groups:
-            raise ConfigError(f"unknown key {key}; python -m gnrepro.evaluate takes: {', '.join([*EVALUATE, *groups])}; "
-                              f"check the spelling or remove it")
-    for name in groups:
-        _check_group(name, GROUPS[name], cfg.get(name), choices.get(name))
-    _check_keys("", EVALUATE, {k: v for k, v in cfg.items() if k in EVALUATE}, "gnrepro/configs/evaluate.yaml")
-    for rule in (_cuda_exists, _norm_fits_model, _gn_groups):
-        rule(cfg)
 
 
 # ------------------------------------------------------------------------------ rules across keys
@@ -528,5 +528,11 @@ RULES: list[Callable[[dict], Optional[str]]] = [
     _cuda_exists, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _augment_val, _digits_split,
     _train_split_fits, _final_epochs, _eval_crop,
 ]
+
+# The commands whose configs this schema checks, by their config file's name (gnrepro/configs/<name>.yaml).
+TRAIN = Command("the top-level keys are", "the config", TOP, SECTIONS, tuple(GROUPS), tuple(RULES))
+EVALUATION = Command("python -m gnrepro.evaluate takes", "gnrepro/configs/evaluate.yaml", EVALUATE, {},
+                     ("model", "conv", "norm", "data"), (_cuda_exists, _norm_fits_model, _gn_groups))
+COMMANDS = {"train": TRAIN, "evaluate": EVALUATION}
 
 assert tuple(GROUPS["norm"].options) == NORMS, "every norm of gnrepro.norms is declared here"

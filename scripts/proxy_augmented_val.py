@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,12 +28,10 @@ from gnrepro.engine import evaluate  # noqa: E402
 from gnrepro.runfiles import load_checkpoint, read_config  # noqa: E402
 
 
-def val_splits(cfg, draws: int) -> list[TensorDataset]:
-    """The clean val split and the one ``data.augment_val=draws`` gives (the same images every run sees)."""
-    clean = digits.build(cfg.data, seed=cfg.seed).val
-    with open_dict(cfg):
-        cfg.data.augment_val = draws
-    return [clean, digits.build(cfg.data, seed=cfg.seed).val]
+def val_splits(data_cfg, draws: int) -> list[TensorDataset]:
+    """The clean val split and the one ``data.augment_val=draws`` gives. Both depend on the data
+    config only (the copies are drawn from a fixed seed), never on the run's seed."""
+    return [digits.build(data_cfg).val, digits.build(OmegaConf.merge(data_cfg, {"augment_val": draws})).val]
 
 
 def main() -> None:
@@ -46,12 +43,15 @@ def main() -> None:
     folders = sorted(p.parent for p in args.runs.glob("*/last.pt"))
     if not folders or args.draws < 1:
         parser.error(f"no run folder with last.pt under {args.runs}" if not folders else "--draws must be >= 1")
-    rows = []
+    rows, val_sets = [], {}  # data config (as YAML) -> its val splits, built once for all runs sharing it
     for folder in folders:
         cfg = OmegaConf.create(read_config(folder / "config.yaml"))
         if cfg.data.name != "digits" or cfg.data.get("augment") is None:
             continue
-        sets = val_splits(cfg, args.draws)
+        key = OmegaConf.to_yaml(cfg.data)
+        if key not in val_sets:
+            val_sets[key] = val_splits(cfg.data, args.draws)
+        sets = val_sets[key]
         model = build_model(cfg, digits.NUM_CLASSES, 1, workers=cfg.workers)
         model.load_state_dict(load_checkpoint(folder / "last.pt")["model"])
         errors = [evaluate(model, DataLoader(s, batch_size=512), "cpu")["val_error"] for s in sets]

@@ -166,3 +166,11 @@ def test_init_needs_rgb_data_and_is_checked_before_any_folder(compose_cfg):
         validate(compose_cfg("init=tv-resnet50"))
     with pytest.raises(ConfigError, match="needs init=<released BN model>"):
         validate(compose_cfg("norm=frozen_bn"))
+
+
+def test_evaluate_names_its_own_keys_for_a_key_it_does_not_have():
+    from gnrepro.preflight import check_composes
+
+    with pytest.raises(ConfigError, match=r"^unknown key foo; python -m gnrepro.evaluate takes: weights, "):
+        check_composes(["weights=R-50-GN", "foo=1"], "evaluate")
+    check_composes(["weights=R-50-GN", "--help"], "evaluate")  # Hydra's own flags: nothing to check
