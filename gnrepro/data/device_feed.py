@@ -46,7 +46,7 @@ class DeviceBatches:
             yield self.prepare(batch, self.device)
 
 
-class Normalize:
+class NormalizeOnDevice:
     """``prepare`` of ``pil_uint8``: copy the uint8 batch (pinned: asynchronously) and normalize it there."""
 
     def __init__(self, mean, std):
@@ -74,7 +74,7 @@ def feed(loader, cfg, device=None, train: bool = True):
         return loader
     device = torch.device("cpu") if device is None else device
     if name == "pil_uint8":
-        return DeviceBatches(loader, Normalize(cfg.mean, cfg.std), device)
+        return DeviceBatches(loader, NormalizeOnDevice(cfg.mean, cfg.std), device)
     from gnrepro.data.gpu_decode import DecodeOnDevice
 
     return DeviceBatches(loader, DecodeOnDevice(cfg, train=train), device)
