@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from gnrepro import published_checks, schema
 from gnrepro.build import build_model
 from gnrepro.data import build_datasets, loader_options
+from gnrepro.data.device_feed import feed
 from gnrepro.engine import evaluate
 from gnrepro.exits import EXIT_USER, error_line
 from gnrepro.norms import ConfigError
@@ -58,7 +59,8 @@ def check_published(cfg: DictConfig) -> dict:
     model = build_model(cfg, classes, splits.in_channels, workers=1)
     info = load_released(model, source, cfg, skip_classifier=False)
     device = pick_device(cfg.device)
-    loader = DataLoader(splits.val, batch_size=cfg.eval_batch, shuffle=False, **loader_options(cfg.data))
+    loader = feed(DataLoader(splits.val, batch_size=cfg.eval_batch, shuffle=False, **loader_options(cfg.data)),
+                  cfg.data, device, train=False)
     stats = evaluate(model.to(device), loader, device, top5=True)
     pub1 = entry.top1_err if entry else None
     pub5 = entry.top5_err if entry else None

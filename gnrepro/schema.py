@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from gnrepro.data.device_feed import LOADERS
 from gnrepro.norms import NORMS, ConfigError
 from gnrepro.weights.formats import FORMATS as WEIGHT_FORMATS
 
@@ -264,6 +265,7 @@ PHOTOS = {  # the paper's ImageNet transforms (Sec. 4.1)
     "eval_resize": Int(min=1),
     "eval_crop": Int(min=1),
     "skip_bad": Bool(),
+    "loader": Choice(values=LOADERS),  # how batches reach the device (gnrepro/data/device_feed.py)
 }
 CIFAR = {**LOADER, "train_crop": Int(min=1), "crop_padding": Int(min=0)}
 
@@ -509,6 +511,19 @@ def _cuda_exists(cfg: dict) -> None:
                           f"cuda:0 to cuda:{count - 1}")
 
 
+def _gpu_loader(cfg: dict) -> None:
+    if cfg["data"].get("loader") != "gpu":
+        return
+    if cfg["device"] == "cpu":
+        raise ConfigError("data.loader=gpu decodes JPEGs on the GPU but device=cpu; "
+                          "use data.loader=pil (or pil_uint8) on the CPU")
+    from gnrepro.data.gpu_decode import cuda_decode_problem
+
+    problem = cuda_decode_problem()
+    if problem is not None:
+        raise ConfigError(f"data.loader=gpu decodes JPEGs on the GPU but {problem}; use data.loader=pil or data.loader=pil_uint8")
+
+
 def _norm_fits_model(cfg: dict) -> None:
     if cfg["norm"]["name"] == "none" and cfg["model"].get("arch", "resnet") != "vgg":
         raise ConfigError(f"norm=none (no normalization) is for VGG only; model={cfg['model']['name']} needs a norm, "
@@ -525,14 +540,14 @@ def _probe_layer(cfg: dict) -> None:
 
 # Checks that involve several keys, run in this order after every key passed on its own.
 RULES: list[Callable[[dict], Optional[str]]] = [
-    _cuda_exists, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _augment_val, _digits_split,
+    _cuda_exists, _gpu_loader, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _augment_val, _digits_split,
     _train_split_fits, _final_epochs, _eval_crop,
 ]
 
 # The commands whose configs this schema checks, by their config file's name (gnrepro/configs/<name>.yaml).
 TRAIN = Command("the top-level keys are", "the config", TOP, SECTIONS, tuple(GROUPS), tuple(RULES))
 EVALUATION = Command("python -m gnrepro.evaluate takes", "gnrepro/configs/evaluate.yaml", EVALUATE, {},
-                     ("model", "conv", "norm", "data"), (_cuda_exists, _norm_fits_model, _gn_groups))
+                     ("model", "conv", "norm", "data"), (_cuda_exists, _gpu_loader, _norm_fits_model, _gn_groups))
 COMMANDS = {"train": TRAIN, "evaluate": EVALUATION}
 
 assert tuple(GROUPS["norm"].options) == NORMS, "every norm of gnrepro.norms is declared here"

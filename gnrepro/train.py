@@ -204,7 +204,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
                                hosted=hosted_workers(cfg.workers, procs))
     if procs.distributed:  # each process evaluates every world_size-th image; the sums are combined
         splits.val = Subset(splits.val, range(procs.rank, len(splits.val), procs.world_size))
-    train_loader, val_loader = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
+    train_loader, val_loader = build_loaders(splits, cfg.data, sampler, cfg.eval_batch, device)
     core = build_model(cfg, splits.num_classes, splits.in_channels, workers=local_workers)
     if cfg.get("init") and state.checkpoint is None:  # a resumed run takes its weights from last.pt
         finetune.initialize(core, cfg)

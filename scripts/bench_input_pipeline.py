@@ -6,7 +6,11 @@
    on synthetic tensors of the same shape, on the chosen device;
 
 ratio = pipeline / model. Above 1 the loader keeps up; below 1 training waits on data (add
-``data.num_workers``, or faster storage/decoding).
+``data.num_workers``, or faster storage/decoding, or another ``data.loader``).
+
+``--loaders pil,pil_uint8[,gpu]`` times the train loader once per ``data.loader`` (each batch
+carried to the device and normalized there, as the trainer receives it) and prints each one's
+images/s as a ratio to the first's.
 
 Run it on a real copy or on a fake ImageNet it writes itself (random JPEGs about ImageNet's
 average size, 500x375):
@@ -14,6 +18,7 @@ average size, 500x375):
     python scripts/bench_input_pipeline.py data=imagenet data.root=/data/imagenet batch=32
     python scripts/bench_input_pipeline.py --fake-images 256 batch=8 data.num_workers=2
     python scripts/bench_input_pipeline.py --fake-images 256 --steps 5 norm=gn device=cuda
+    python scripts/bench_input_pipeline.py --fake-images 256 --loaders pil,pil_uint8,gpu device=cuda
 
 Everything after the options is a training-config override (same keys as ``gnrepro.train``);
 one step here is ``batch`` images (one worker's share: the model is timed at the per-worker batch).
@@ -28,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 import gnrepro.config  # noqa: E402,F401  (registers the run_name resolver)
 from gnrepro.build import build_model  # noqa: E402
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train  # noqa: E402
+from gnrepro.data.device_feed import LOADERS  # noqa: E402
 from gnrepro.sampling import StepBatchSampler  # noqa: E402
+from gnrepro.throughput import time_steps  # noqa: E402
 
 
 def pipeline_rate(loader, steps: int) -> tuple[float, int]:
@@ -52,32 +58,17 @@ def pipeline_rate(loader, steps: int) -> tuple[float, int]:
             it = iter(loader)
             images, _ = next(it)
         seen += len(images)
+    if images.is_cuda:  # batches normalized on the GPU are ready only once its queue has run
+        torch.cuda.synchronize(images.device)
     return seen / (time.perf_counter() - start), seen
 
 
 def model_rate(model, shape, num_classes: int, device, steps: int, warmup: int = 2) -> float:
-    """Images/s of training steps on synthetic tensors of ``shape`` (already on the device)."""
-    model.train()
+    """Images/s of the trainer's training steps on synthetic tensors of ``shape`` (already on the device)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(shape, device=device)
     targets = torch.randint(0, num_classes, (shape[0],), device=device)
-
-    def step():
-        loss = F.cross_entropy(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * shape[0] / (time.perf_counter() - start)
+    return time_steps(model, optimizer, images, targets, steps, warmup)
 
 
 def _fmt(rate: float) -> str:
@@ -93,8 +84,15 @@ def main(argv=None) -> int:
                         help="size of the fake images (default: about ImageNet's average, 500x375)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps for each measurement")
     parser.add_argument("--model-steps", type=int, default=None, help="timed model steps (default: --steps)")
+    parser.add_argument("--loaders", default=None, metavar="A,B",
+                        help=f"time the train loader for each data.loader in this list ({', '.join(LOADERS)}), side by side")
     parser.add_argument("overrides", nargs="*", help="training-config overrides, e.g. data=imagenet batch=32")
     args = parser.parse_args(argv)
+    if args.loaders is not None:
+        args.loaders = args.loaders.split(",")
+        unknown = [name for name in args.loaders if name not in LOADERS]
+        if unknown:
+            parser.error(f"--loaders: unknown data.loader {unknown[0]!r}; choose from {', '.join(LOADERS)}")
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = list(args.overrides)
@@ -107,11 +105,19 @@ def main(argv=None) -> int:
         device_name = cfg.device
         device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
 
-        splits = build_datasets(cfg.data)
-        limit_train(splits, cfg.data, cfg.batch)
-        sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
-        train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
-        in_rate, seen = pipeline_rate(train, args.steps)
+        if args.loaders and "loader" not in cfg.data:
+            parser.error(f"--loaders needs a data set read from image files (imagenet, pets, imagenette), not data={cfg.data.name}")
+        rates = {}
+        for loader in args.loaders or [None]:
+            if loader is not None:
+                cfg.data.loader = loader
+            splits = build_datasets(cfg.data)
+            limit_train(splits, cfg.data, cfg.batch)
+            sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
+            train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch, device)
+            in_rate, seen = pipeline_rate(train, args.steps)
+            rates[loader] = in_rate
+        in_rate = rates[(args.loaders or [None])[0]]
         images, _ = next(iter(train))
         shape = tuple(images.shape)
 
@@ -121,7 +127,12 @@ def main(argv=None) -> int:
     workers = cfg.data.get("num_workers", 0)
     print(f"data={cfg.data.name}  batch={cfg.batch}  tensor {list(shape)}  data.num_workers={workers}  "
           f"cpu cores={os.cpu_count()}  torch threads={torch.get_num_threads()}")
-    print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone)")
+    if args.loaders:
+        for loader, rate in rates.items():
+            print(f"data.loader={loader:<9} : {_fmt(rate):>8} images/s  ({rate / in_rate:.2f}x {args.loaders[0]}; "
+                  f"{seen} images each, to {device} and normalized)")
+    print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone"
+          f"{f', data.loader={args.loaders[0]}' if args.loaders else ''})")
     print(f"model ({cfg.model.name}, {cfg.norm.name}, {device}) : {_fmt(out_rate):>8} images/s  (train steps on synthetic tensors)")
     verdict = "keeps up" if in_rate >= out_rate else "is the bottleneck: raise data.num_workers"
     print(f"ratio pipeline/model = {in_rate / out_rate:.2f}  (the input pipeline {verdict})")

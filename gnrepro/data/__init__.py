@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from gnrepro.data.device_feed import collate_fn, feed
 from gnrepro.norms import ConfigError
 
 log = logging.getLogger("gnrepro")
@@ -121,6 +122,8 @@ def loader_options(cfg) -> dict:
     if pin == "auto":
         pin = torch.cuda.is_available()
     options = dict(num_workers=workers, pin_memory=pin)
+    if collate_fn(cfg) is not None:  # data.loader=gpu: batches of encoded files
+        options["collate_fn"] = collate_fn(cfg)
     if workers > 0:
         options["persistent_workers"] = bool(cfg.get("persistent_workers", True))
         prefetch = cfg.get("prefetch_factor")
@@ -129,13 +132,14 @@ def loader_options(cfg) -> dict:
     return options
 
 
-def build_loaders(splits: DataSplits, cfg, batch_sampler, eval_batch: int):
+def build_loaders(splits: DataSplits, cfg, batch_sampler, eval_batch: int, device=None):
     """Train loader driven by ``batch_sampler`` (one list of indices per optimizer step, see
-    gnrepro.sampling) and a sequential val loader."""
+    gnrepro.sampling) and a sequential val loader; with ``data.loader`` other than ``pil`` they
+    yield batches already normalized on ``device`` (gnrepro/data/device_feed.py)."""
     common = loader_options(cfg)
     train = DataLoader(splits.train, batch_sampler=batch_sampler, **common)
     val = DataLoader(splits.val, batch_size=eval_batch, shuffle=False, **common)
-    return train, val
+    return feed(train, cfg, device, train=True), feed(val, cfg, device, train=False)
 
 
 def limit_train(splits: DataSplits, cfg, images_per_step: int) -> None:

@@ -32,26 +32,32 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from gnrepro.data import DataError, DataSplits, ImageFiles, new_counter
+from gnrepro.data.device_feed import loader_name
+from gnrepro.data.gpu_decode import EncodedImages
 from gnrepro.data.pickles import RefusedPickle, load_data_pickle
 
 
 # ---------------------------------------------------------------------------------------- transforms
 
-def _to_tensor(mean, std) -> list:
+def _to_tensor(mean, std, loader: str = "pil") -> list:
+    if loader == "pil_uint8":  # stays uint8; gnrepro.data.device_feed normalizes on the device
+        return [v2.ToImage()]
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
 def imagenet_transforms(cfg):
-    """The paper's train and eval transforms (Sec. 4.1) at the sizes in ``cfg``."""
+    """The paper's train and eval transforms (Sec. 4.1) at the sizes in ``cfg``; with
+    ``data.loader=pil_uint8`` they end in a uint8 tensor (normalized later, on the device)."""
+    loader = loader_name(cfg)
     train = v2.Compose([
         v2.RandomResizedCrop(cfg.train_crop, antialias=True),  # scale (8%-100%) and aspect (3/4-4/3) augmentation
         v2.RandomHorizontalFlip(),
-        *_to_tensor(cfg.mean, cfg.std),
+        *_to_tensor(cfg.mean, cfg.std, loader),
     ])
     val = v2.Compose([
         v2.Resize(cfg.eval_resize, antialias=True),  # an int resizes the shorter side, keeping the aspect ratio
         v2.CenterCrop(cfg.eval_crop),
-        *_to_tensor(cfg.mean, cfg.std),
+        *_to_tensor(cfg.mean, cfg.std, loader),
     ])
     return train, val
 
@@ -119,8 +125,12 @@ def _wrap(dataset, path_of, cfg, counter):
 
 
 def _image_splits(train, val, path_of, cfg, classes: list[str]) -> DataSplits:
-    """RGB image splits whose unreadable files are reported (or skipped and counted together)."""
+    """RGB image splits whose unreadable files are reported (or skipped and counted together).
+    With ``data.loader=gpu`` the same files and labels, read as bytes for decoding on the GPU."""
     counter = new_counter()
+    if loader_name(cfg) == "gpu":
+        train, val = _encoded(train, path_of, True), _encoded(val, path_of, False)
+        path_of = _encoded_path
     return DataSplits(
         train=_wrap(train, path_of, cfg, counter), val=_wrap(val, path_of, cfg, counter),
         num_classes=len(classes), in_channels=3, classes=classes, skipped=counter,
@@ -138,6 +148,23 @@ def _imagenette_path(ds, i):
 
 def _pets_path(ds, i):
     return ds._images[i]
+
+
+def _encoded_path(ds, i):
+    return ds.paths[i]
+
+
+def _labels(ds) -> list[int]:
+    """Every sample's label, read from the index torchvision built (no image is opened)."""
+    if isinstance(ds, datasets.OxfordIIITPet):
+        return list(ds._labels)
+    if isinstance(ds, datasets.Imagenette):
+        return [label for _, label in ds._samples]
+    return list(ds.targets)  # ImageFolder
+
+
+def _encoded(ds, path_of, train: bool) -> EncodedImages:
+    return EncodedImages([path_of(ds, i) for i in range(len(ds))], _labels(ds), train)
 
 
 def _download(cfg, make, manual: str) -> None:

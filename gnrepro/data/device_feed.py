@@ -1,0 +1,89 @@
+"""How a batch reaches the model's device: ``data.loader`` of the data sets on disk (ImageNet, Pets, Imagenette).
+
+* ``pil`` (the default): PIL decodes and the paper's transforms (Sec. 4.1) run in the DataLoader
+  workers, which also scale to [0, 1] and normalize; float32 batches are copied to the device.
+* ``pil_uint8``: the same PIL decode and the same geometric transforms, but the batch stays uint8
+  (a quarter of the bytes to pin and copy) and ``(x / 255 - mean) / std`` runs on the device, in
+  the same float32 operations as torchvision's ToDtype + Normalize, so the tensor is the ``pil`` one.
+* ``gpu``: the workers only read the JPEG bytes and draw the crop; decoding (nvJPEG through
+  ``torchvision.io.decode_jpeg(device="cuda")``), crop, resize, flip and normalization run on the
+  GPU (gnrepro/data/gpu_decode.py, where the choice over NVIDIA DALI is explained).
+
+Either way the trainer's loop sees ``(images, targets)`` already on the device, so it needs no
+change: its own ``.to(device)`` is then a no-op.
+"""
+from __future__ import annotations
+
+import torch
+
+LOADERS = ("pil", "pil_uint8", "gpu")
+DEFAULT_LOADER = "pil"
+
+
+def loader_name(cfg) -> str:
+    """``data.loader``; data sets without the key (digits, CIFAR) use the default."""
+    return cfg.get("loader", DEFAULT_LOADER) or DEFAULT_LOADER
+
+
+def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) to normalized float32, in torchvision's order (to float, times 1/255, minus
+    mean, over std) so the result matches the ``pil`` loader's CPU transforms."""
+    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+
+class DeviceBatches:
+    """Iterates ``loader`` and hands each batch to ``prepare(batch, device) -> (images, targets)`` on
+    ``device``. Keeps ``len()`` (the progress bar and the schedule read it)."""
+
+    def __init__(self, loader, prepare, device):
+        self.loader, self.prepare, self.device = loader, prepare, torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield self.prepare(batch, self.device)
+
+
+class NormalizeOnDevice:
+    """``prepare`` of ``pil_uint8``: copy the uint8 batch (pinned: asynchronously) and normalize it there."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        self._on = {}
+
+    def stats(self, device):
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = (self.mean.to(device), self.std.to(device))
+        return self._on[key]
+
+    def __call__(self, batch, device):
+        images, targets = batch
+        images = images.to(device, non_blocking=True)
+        return normalize_uint8(images, *self.stats(device)), targets.to(device, non_blocking=True)
+
+
+def feed(loader, cfg, device=None, train: bool = True):
+    """``loader`` as the trainer iterates it for ``data.loader``: unchanged for ``pil`` (bit for bit
+    today's batches), wrapped so that batches arrive normalized on ``device`` otherwise."""
+    name = loader_name(cfg)
+    if name == "pil":
+        return loader
+    device = torch.device("cpu") if device is None else device
+    if name == "pil_uint8":
+        return DeviceBatches(loader, NormalizeOnDevice(cfg.mean, cfg.std), device)
+    from gnrepro.data.gpu_decode import DecodeOnDevice
+
+    return DeviceBatches(loader, DecodeOnDevice(cfg, train=train), device)
+
+
+def collate_fn(cfg):
+    """The DataLoader's ``collate_fn`` for ``data.loader`` (None: torch's default stacking)."""
+    if loader_name(cfg) == "gpu":
+        from gnrepro.data.gpu_decode import collate_encoded
+
+        return collate_encoded
+    return None
