@@ -55,6 +55,18 @@ def pipeline_rate(loader, steps: int) -> tuple[float, int]:
     return seen / (time.perf_counter() - start), seen
 
 
+def build_train_loader(overrides: list[str], with_splits: bool = False):
+    """The train DataLoader of one worker (``batch`` images a step), exactly as training builds it
+    from the config of ``overrides``; returns ``(loader, cfg)`` (and the splits if asked)."""
+    with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    splits = build_datasets(cfg.data)
+    limit_train(splits, cfg.data, cfg.batch)
+    sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
+    train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
+    return (train, cfg, splits) if with_splits else (train, cfg)
+
+
 def model_rate(model, shape, num_classes: int, device, steps: int, warmup: int = 2) -> float:
     """Images/s of training steps on synthetic tensors of ``shape`` (already on the device)."""
     model.train()
@@ -102,15 +114,9 @@ def main(argv=None) -> int:
             per_class = max(1, args.fake_images // 8)
             fake.make_imagenet(tmp, classes=8, train_per_class=per_class, val_per_class=1, size=tuple(args.fake_size))
             overrides = ["data=imagenet", f"data.root={tmp}", *overrides]
-        with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
+        train, cfg, splits = build_train_loader(overrides, with_splits=True)
         device_name = cfg.device
         device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
-
-        splits = build_datasets(cfg.data)
-        limit_train(splits, cfg.data, cfg.batch)
-        sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
-        train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch)
         in_rate, seen = pipeline_rate(train, args.steps)
         images, _ = next(iter(train))
         shape = tuple(images.shape)
