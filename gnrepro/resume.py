@@ -21,11 +21,14 @@ RUNTIME_KEYS = (
     "progress", "device", "eval_batch", "debug", "results_dir", "checkpoint_steps", "logger",
     "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
     "data.prefetch_factor", "probe",
+    # how a step executes: the same math, other float rounding (like device); gnrepro/execution.py
+    "log_every", "channels_last", "compile", "cudnn_benchmark",
 )
 # Keys added after runs were made, with the value that reproduces the runs made before them: a saved
 # config without the key is the same setting as one with this value.
 ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100, "norm.frozen": False,
-              "init": None, "init_format": "auto", "data.augment_val": 0}
+              "init": None, "init_format": "auto", "data.augment_val": 0,
+              "precision": "fp32"}
 
 
 @dataclass

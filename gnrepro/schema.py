@@ -218,6 +218,12 @@ TOP = {
     "debug": Bool(),
     "init": Str(null=True, eg="tv-resnet50"),        # released weights to fine-tune from (gnrepro/weights/catalog.py)
     "init_format": Choice(values=("auto", *WEIGHT_FORMATS)),
+    # how a step executes (gnrepro/execution.py, gnrepro/engine.py); only precision changes results
+    "log_every": Int(min=1, eg="50"),
+    "precision": Choice(values=("fp32", "bf16", "fp16")),
+    "channels_last": Bool(),
+    "compile": Choice(values=("off", "default", "reduce-overhead")),
+    "cudnn_benchmark": Choice(values=("auto", True, False)),
 }
 
 OPTIM = {
@@ -538,9 +544,29 @@ def _probe_layer(cfg: dict) -> None:
         raise ConfigError(f"probe.percentiles must lie in [0, 100], got {probe['percentiles']}; set e.g. probe.percentiles=[1,20,80,99]")
 
 
+def _execution(cfg: dict) -> None:
+    if cfg["deterministic"] and cfg["cudnn_benchmark"] is True:
+        raise ConfigError("cudnn_benchmark=true picks convolution algorithms by timing, which deterministic=true forbids; "
+                          "set cudnn_benchmark=auto (off when deterministic) or deterministic=false")
+    if cfg["compile"] == "off":
+        return
+    if cfg["probe"]["every_steps"]:
+        raise ConfigError(f"compile={cfg['compile']} with probe.every_steps={cfg['probe']['every_steps']}: the probe's "
+                          "hooks need the eager model; set compile=off for a probed run")
+    from gnrepro.execution import compiler_available
+
+    if not cfg["device"].startswith("cuda") and not compiler_available():
+        import torch
+
+        if cfg["device"] == "cpu" or not torch.cuda.is_available():
+            raise ConfigError(f"compile={cfg['compile']} on the CPU needs a C++ compiler (g++ or clang++) and none is on "
+                              "PATH; install one or set compile=off")
+
+
 # Checks that involve several keys, run in this order after every key passed on its own.
 RULES: list[Callable[[dict], Optional[str]]] = [
-    _cuda_exists, _gpu_loader, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _augment_val, _digits_split,
+    _cuda_exists, _gpu_loader, _execution, _norm_fits_model, _probe_layer, _gn_groups, _warmup_fits, _augment_val,
+    _digits_split,
     _train_split_fits, _final_epochs, _eval_crop,
 ]
 

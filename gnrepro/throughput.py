@@ -20,10 +20,13 @@ from gnrepro.build import build_model
 from gnrepro.config import norm_tag
 from gnrepro.data.digits import NUM_CLASSES as DIGITS_CLASSES
 from gnrepro.engine import train_one_epoch
+from gnrepro.execution import build_execution
 from gnrepro.schedule import build_optimizer
 
 WARMUP_STEPS = 2  # not timed: allocator warm-up, cuDNN's algorithm choice, first-call overheads
 TIMED_STEPS = 5
+# The execution settings (gnrepro/execution.py) that change a step's speed, with their defaults.
+EXECUTION_KEYS = {"precision": "fp32", "channels_last": False, "compile": "off"}
 
 # Classes of each data set's classifier (the last layer's width; it barely changes a step's cost).
 CLASSES = {"imagenet": 1000, "pets": 37, "imagenette": 10, "cifar10": 10, "cifar100": 100, "digits": DIGITS_CLASSES}
@@ -51,21 +54,24 @@ def setting_of(cfg) -> Setting:
     classes = CLASSES[cfg.data.name]
     shape = (cfg.batch * cfg.workers, channels, size, size)
     parts = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in ("model", "norm", "conv")}
-    key = json.dumps({**parts, "batch": cfg.batch, "workers": cfg.workers, "shape": shape, "classes": classes},
-                     sort_keys=True)
+    execution = {key: cfg.get(key, default) for key, default in EXECUTION_KEYS.items()}
+    key = json.dumps({**parts, **execution, "batch": cfg.batch, "workers": cfg.workers, "shape": shape,
+                      "classes": classes}, sort_keys=True)
+    unusual = " ".join(f"{k}={v}" for k, v in execution.items() if v != EXECUTION_KEYS[k])
     label = (f"{cfg.model.name} {norm_tag(cfg.norm, cfg.conv)} batch={cfg.batch} workers={cfg.workers} "
-             f"input={channels}x{size}x{size} classes={classes}")
+             f"input={channels}x{size}x{size} classes={classes}" + (f" {unusual}" if unusual else ""))
     return Setting(key, label, shape, classes)
 
 
-def time_steps(model, optimizer, images, targets, steps: int, warmup: int = WARMUP_STEPS) -> float:
+def time_steps(model, optimizer, images, targets, steps: int, warmup: int = WARMUP_STEPS, execution=None) -> float:
     """Images/s of ``steps`` training steps (after ``warmup`` untimed ones) of the trainer's loop on
-    one batch held on the device."""
+    one batch held on the device, executed as ``execution`` says (default: fp32 eager)."""
     device = images.device
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
     def run(n: int) -> None:
-        train_one_epoch(model, [(images, targets)] * n, optimizer, scheduler, device, epoch=0, progress=False)
+        train_one_epoch(model, [(images, targets)] * n, optimizer, scheduler, device, epoch=0, progress=False,
+                        execution=execution)
 
     if warmup:
         run(warmup)
@@ -82,10 +88,11 @@ def measure(cfg, device: torch.device, steps: int = TIMED_STEPS, warmup: int = W
     """Training images/s of the setting of ``cfg`` (a composed training config) on ``device``."""
     setting = setting_of(cfg)
     torch.manual_seed(seed)
-    model = build_model(cfg, setting.classes, setting.shape[1]).to(device)
+    execution = build_execution(cfg, device)
+    model = execution.place(build_model(cfg, setting.classes, setting.shape[1]))
     optimizer, _ = build_optimizer(model, cfg.optim, cfg.batch)
     for group in optimizer.param_groups:  # the same work per step, but random data cannot make the weights diverge
         group["lr"] = 0.0
-    images = torch.randn(setting.shape, device=device)
+    images = execution.images(torch.randn(setting.shape))
     targets = torch.randint(0, setting.classes, (setting.shape[0],), device=device)
-    return time_steps(model, optimizer, images, targets, steps, warmup)
+    return time_steps(execution.compile(model), optimizer, images, targets, steps, warmup, execution)

@@ -15,29 +15,29 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
-import random
 import shutil
 import signal
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from gnrepro import finetune, runfiles
+from gnrepro import checkpoint, finetune, runfiles
 from gnrepro.build import build_model
+from gnrepro.checkpoint import restore_meter, seed_everything  # noqa: F401  (restore_meter: used by tests)
 from gnrepro.config import norm_tag, validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
                                  launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
-from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
+from gnrepro.engine import DivergedError, EpochMeter, EpochSums, evaluation_means, evaluation_sums, train_one_epoch
+from gnrepro.execution import Execution, build_execution
 from gnrepro.exits import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, error_line
 from gnrepro.loggers import build_logger
 from gnrepro.norms import ConfigError
@@ -52,69 +52,18 @@ from gnrepro.schedule import build_optimizer, build_scheduler
 log = logging.getLogger("gnrepro")
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS needs this to be reproducible; harmless on CPU.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+def combine_train(meter: EpochMeter, procs: Processes) -> dict:
+    """One epoch's training statistics over all processes (each saw its share of every step):
+    the sums added once over processes, then divided."""
+    loss_sum, wrong, seen = sum_over_processes([meter.loss_sum, meter.wrong, meter.seen], procs)
+    return {"train_loss": loss_sum / seen, "train_error": 100.0 * wrong / seen, "train_images": int(seen),
+            "train_seconds": meter.seconds}
 
 
-def rng_state() -> dict:
-    """Every random stream a run draws from, as plain lists and numbers: loadable with
-    ``torch.load(weights_only=True)`` and exchangeable between processes."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-        "torch": torch.get_rng_state().tolist(),
-        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-def restore_meter(saved: list[dict] | None, procs: Processes) -> EpochMeter | None:
-    """This process's sums of an epoch checkpointed part-way (one entry per process that saved it).
-
-    Resumed on another number of processes, the first process carries all the sums so far and the
-    others only the position in the epoch, so the epoch's combined statistics stay right.
-    """
-    if saved is None:
-        return None
-    if len(saved) == procs.world_size:
-        return EpochMeter(**saved[procs.rank])
-    meters = [EpochMeter(**m) for m in saved]
-    if not procs.is_main:
-        return EpochMeter(steps=meters[0].steps, seconds=meters[0].seconds)
-    return EpochMeter(loss_sum=sum(m.loss_sum for m in meters), wrong=sum(m.wrong for m in meters),
-                      seen=sum(m.seen for m in meters), steps=meters[0].steps, seconds=meters[0].seconds)
-
-
-def combine_train(stats: dict, procs: Processes) -> dict:
-    """One epoch's training statistics over all processes (each saw its share of every step)."""
-    loss_sum, wrong, seen = sum_over_processes(
-        [stats["train_loss"] * stats["train_images"], stats["train_error"] * stats["train_images"] / 100,
-         stats["train_images"]], procs)
-    return {**stats, "train_loss": loss_sum / seen, "train_error": 100.0 * wrong / seen, "train_images": int(seen)}
-
-
-def combine_eval(stats: dict, images: int, procs: Processes) -> dict:
-    """Validation statistics over all processes' shards of the val split."""
-    loss_sum, wrong, seen = sum_over_processes(
-        [stats["val_loss"] * images, stats["val_error"] * images / 100, images], procs)
-    return {"val_loss": loss_sum / seen, "val_error": 100.0 * wrong / seen}
+def combine_eval(sums: dict, procs: Processes) -> dict:
+    """Validation statistics over all processes' shards of the val split, from their sums."""
+    loss_sum, wrong, seen = sum_over_processes([sums["loss_sum"], sums["wrong"], sums["seen"]], procs)
+    return evaluation_means({"loss_sum": loss_sum, "wrong": wrong, "seen": seen})
 
 
 def final_error(val_errors: list[float], last: int) -> float:
@@ -185,21 +134,28 @@ def train_run(cfg: DictConfig, run_dir: Path, resolved: dict, state: RunState, s
         shutdown(procs)
 
 
-def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals,
-                    procs: Processes, device: torch.device) -> dict:
-    """The run loop, as one of ``procs.world_size`` processes; only the first writes files."""
-    main_process = procs.is_main
-    if not main_process:
-        log.setLevel(logging.WARNING)
+@dataclass
+class Parts:
+    """What one process trains with, built from the config."""
+    splits: object
+    sampler: StepBatchSampler
+    train_loader: object
+    val_loader: object
+    core: torch.nn.Module        # the plain model: checkpoints, evaluation, BN statistics
+    model: torch.nn.Module       # what a training step calls: ``core`` wrapped by DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    execution: Execution
+    lr: float
+
+
+def build_parts(cfg, state: RunState, procs: Processes, device: torch.device) -> Parts:
     local_workers = workers_per_process(cfg.workers, procs)
     if cfg.norm.name == "bn" and cfg.norm.get("sync") and procs.distributed and device.type != "cuda":
         raise ConfigError("norm.sync=true across processes needs CUDA devices (SyncBatchNorm); drop it on CPU")
-    if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
     splits = build_datasets(cfg.data, cfg.seed)
-    images_per_step = cfg.batch * cfg.workers
-    limit_train(splits, cfg.data, images_per_step)
+    limit_train(splits, cfg.data, cfg.batch * cfg.workers)
     sampler = StepBatchSampler(len(splits.train), cfg.batch, cfg.workers, cfg.seed,
                                hosted=hosted_workers(cfg.workers, procs))
     if procs.distributed:  # each process evaluates every world_size-th image; the sums are combined
@@ -208,85 +164,85 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     core = build_model(cfg, splits.num_classes, splits.in_channels, workers=local_workers)
     if cfg.get("init") and state.checkpoint is None:  # a resumed run takes its weights from last.pt
         finetune.initialize(core, cfg)
-    core = core.to(device)
+    execution = build_execution(cfg, device)
+    execution.place(core)
     if procs.rank > 0:  # identical weights everywhere, but each process its own augmentation stream
         seed_everything(cfg.seed + 1_000_003 * procs.rank, cfg.deterministic)
-    model = wrap(core, procs, device)
+    model = execution.compile(wrap(core, procs, device))
     optimizer, lr = build_optimizer(core, cfg.optim, cfg.batch)
     scheduler = build_scheduler(optimizer, cfg.optim, lr, sampler.steps_per_epoch, cfg.epochs)
+    return Parts(splits, sampler, train_loader, val_loader, core, model, optimizer, scheduler, execution, lr)
 
-    history: list[dict] = []
-    epoch, meter, epoch_lr = 1, None, lr
+
+def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals,
+                    procs: Processes, device: torch.device) -> dict:
+    """The run loop, as one of ``procs.world_size`` processes; only the first writes files."""
+    main_process = procs.is_main
+    if not main_process:
+        log.setLevel(logging.WARNING)
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    p = build_parts(cfg, state, procs, device)
+    history, epoch, epoch_lr, meter = [], 1, p.lr, None
     if state.checkpoint is not None:
-        ckpt = state.checkpoint
-        try:
-            core.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as err:  # another model's weights
-            raise runfiles.DamagedFile(run_dir / runfiles.CHECKPOINT,
-                                       f"does not fit this model: {str(err).splitlines()[0][:100]}") from None
-        history, epoch, epoch_lr = ckpt["history"], ckpt["next_epoch"], ckpt["epoch_lr"]
-        meter = restore_meter(ckpt["meter"], procs)
-        if len(ckpt["rng"]) == procs.world_size:
-            set_rng_state(ckpt["rng"][procs.rank])
-        else:
-            log.warning("the checkpoint holds random states for %d processes, not %d: data augmentation "
-                        "continues from fresh streams", len(ckpt["rng"]), procs.world_size)
+        history, epoch, epoch_lr, meter = checkpoint.restore(
+            state.checkpoint, run_dir / runfiles.CHECKPOINT, procs, model=p.core, optimizer=p.optimizer,
+            scheduler=p.scheduler, scaler=p.execution.scaler)
         log.info("resuming %s at epoch %d, step %d", run_dir, epoch, meter.steps if meter else 0)
-    steps_done = (epoch - 1) * sampler.steps_per_epoch + (meter.steps if meter else 0)
-    probe = attach_probe(core, cfg.get("probe") or {}, run_dir, cfg.seed, steps_done) if main_process else None
+    steps_done = (epoch - 1) * p.sampler.steps_per_epoch + (meter.steps if meter else 0)
+    probe = attach_probe(p.core, cfg.get("probe") or {}, run_dir, cfg.seed, steps_done) if main_process else None
 
     if main_process:
         runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     name = str(run_dir.relative_to(run_dir.parents[1]))
     logger = build_logger(cfg.logger if main_process else OmegaConf.create({"name": "none"}), run_dir, name, resolved)
     log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d) on %d process(es), "
-             "lr %.4g, on %s", name, len(splits.train), len(splits.val) * procs.world_size, sampler.steps_per_epoch,
-             images_per_step, cfg.workers, cfg.batch, procs.world_size, lr, device)
+             "lr %.4g, on %s", name, len(p.splits.train), len(p.splits.val) * procs.world_size,
+             p.sampler.steps_per_epoch, cfg.batch * cfg.workers, cfg.workers, cfg.batch, procs.world_size, p.lr, device)
 
     def save(next_epoch: int, partial: EpochMeter | None) -> None:
-        """Checkpoint (every process takes part; the first writes)."""
-        average_bn_buffers(core, procs)
-        if not all_finite(core):  # never replace the last good checkpoint with a diverged one
+        """Checkpoint (every process takes part; the first writes). ``partial``: the true sums, just read."""
+        average_bn_buffers(p.core, procs)
+        if not all_finite(p.core):  # never replace the last good checkpoint with a diverged one
             raise DivergedError(f"the weights became non-finite at epoch {epoch}, step {partial.steps if partial else 0}")
-        rngs = gather(rng_state(), procs)
+        rngs = gather(checkpoint.rng_state(), procs)
         meters = gather(partial.state_dict(), procs) if partial else None
         if probe is not None:
             probe.flush()
         if main_process:
-            runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, {
-                "next_epoch": next_epoch, "meter": meters, "epoch_lr": epoch_lr,
-                "history": history, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rngs, "config": resolved,
-            })
+            runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, checkpoint.build(
+                next_epoch=next_epoch, meters=meters, epoch_lr=epoch_lr, history=history, model=p.core,
+                optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.execution.scaler, rngs=rngs, config=resolved))
 
-    def on_step(m: EpochMeter) -> None:
-        if any_process(signals.received is not None, procs):
-            save(epoch, m)
-            raise Preempted(signals.received or signal.SIGTERM, epoch, m.steps)
-        if cfg.checkpoint_steps and m.steps % cfg.checkpoint_steps == 0:
-            save(epoch, m)
+    def on_step(sums: EpochSums) -> None:
+        """Checkpoint every ``checkpoint_steps``; on a preemption signal checkpoint and stop. Several
+        processes agree on the signal only at read points (every ``log_every`` steps, checkpoints),
+        so no step waits for the others; one process acts at once."""
+        steps = sums.meter.steps
+        due = bool(cfg.checkpoint_steps) and steps % cfg.checkpoint_steps == 0
+        stop = signals.received is not None
+        if procs.distributed:
+            stop = (due or steps % cfg.log_every == 0) and any_process(stop, procs)
+        if stop:
+            save(epoch, sums.read())
+            raise Preempted(signals.received or signal.SIGTERM, epoch, steps)
+        if due:
+            save(epoch, sums.read())
 
     try:
         while epoch <= cfg.epochs:
-            sampler.set_epoch(epoch, start_step=meter.steps if meter else 0)
-            set_epoch(splits.train, epoch)
+            p.sampler.set_epoch(epoch, start_step=meter.steps if meter else 0)
+            set_epoch(p.splits.train, epoch)
             if meter is None:
-                epoch_lr = optimizer.param_groups[0]["lr"]
+                epoch_lr = p.optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch, "lr": epoch_lr}
-            row.update(combine_train(train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch=epoch,
-                                                     progress=cfg.progress and main_process, meter=meter,
-                                                     on_step=on_step), procs))
+            done = train_one_epoch(p.model, p.train_loader, p.optimizer, p.scheduler, device, epoch=epoch,
+                                   progress=cfg.progress and main_process, meter=meter, on_step=on_step,
+                                   log_every=cfg.log_every, execution=p.execution,
+                                   any_process=lambda flag: any_process(flag, procs))
+            row.update(combine_train(done, procs))
             eval_start = time.perf_counter()
-            average_bn_buffers(core, procs)
-
-            def precise_batches():  # precise BN: this epoch's first K steps, from its start
-                sampler.set_epoch(epoch)
-                return itertools.islice(train_loader, cfg.norm.precise_batches)
-
-            with evaluation_statistics(core, cfg.norm, precise_batches, device):
-                row.update(combine_eval(evaluate(core, val_loader, device), len(splits.val), procs))
+            row.update(evaluate_epoch(cfg, p, epoch, procs))
             row["epoch_seconds"] = row["train_seconds"] + time.perf_counter() - eval_start
             row["images_per_s"] = row["train_images"] / row["train_seconds"]
             history.append(row)
@@ -299,8 +255,8 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
                      row["epoch"], cfg.epochs, row["lr"], row["train_loss"], row["train_error"],
                      row["val_error"], row["images_per_s"])
     except DivergedError as err:
-        failed = summarize(cfg, history, "failed", device, lr=lr, reason=str(err),
-                           skipped_images=splits.skipped_images, processes=procs.world_size)
+        failed = summarize(cfg, history, "failed", device, lr=p.lr, reason=str(err),
+                           skipped_images=p.splits.skipped_images, processes=procs.world_size)
         if main_process:
             runfiles.write_json(run_dir / runfiles.SUMMARY, failed)
         logger.finish()
@@ -308,7 +264,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
                 else "no checkpoint was saved before it")
         raise DivergedError(f"{err}; run marked failed, {kept}; lower optim.base_lr or check the data") from err
 
-    summary = summarize(cfg, history, "complete", device, lr=lr, skipped_images=splits.skipped_images,
+    summary = summarize(cfg, history, "complete", device, lr=p.lr, skipped_images=p.splits.skipped_images,
                         processes=procs.world_size)
     if main_process:
         runfiles.write_json(run_dir / runfiles.SUMMARY, summary)
@@ -316,6 +272,19 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     log.info("final error (median of last %d epochs): %.2f%%  -> %s",
              summary["final_epochs"], summary["final_error"], run_dir)
     return summary
+
+
+def evaluate_epoch(cfg, p: Parts, epoch: int, procs: Processes) -> dict:
+    """The epoch's validation statistics over all processes, with BN's evaluation statistics
+    (running averages averaged over processes, or precise BN) and in the run's precision."""
+    average_bn_buffers(p.core, procs)
+
+    def precise_batches():  # precise BN: this epoch's first K steps, from its start
+        p.sampler.set_epoch(epoch)
+        return itertools.islice(p.train_loader, cfg.norm.precise_batches)
+
+    with evaluation_statistics(p.core, cfg.norm, precise_batches, p.execution.device), p.execution.autocast():
+        return combine_eval(evaluation_sums(p.core, p.val_loader, p.execution.device), procs)
 
 
 HYDRA_ONLY = {".hydra", "train.log", runfiles.LOCK}  # what is in a run folder before the run writes anything

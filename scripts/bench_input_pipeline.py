@@ -63,6 +63,26 @@ def pipeline_rate(loader, steps: int) -> tuple[float, int]:
     return seen / (time.perf_counter() - start), seen
 
 
+def compose_train(overrides: list[str]):
+    """The training config of ``overrides``, composed as ``python -m gnrepro.train`` composes it."""
+    with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def build_train_loader(overrides: list[str], with_splits: bool = False, loader: str | None = None, device=None):
+    """The train DataLoader of one worker (``batch`` images a step), exactly as training builds it
+    from the config of ``overrides`` (with ``data.loader=loader`` if given, batches then arriving on
+    ``device``); returns ``(loader, cfg)`` (and the splits if asked)."""
+    cfg = compose_train(overrides)
+    if loader is not None:
+        cfg.data.loader = loader
+    splits = build_datasets(cfg.data)
+    limit_train(splits, cfg.data, cfg.batch)
+    sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
+    train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch, device)
+    return (train, cfg, splits) if with_splits else (train, cfg)
+
+
 def model_rate(model, shape, num_classes: int, device, steps: int, warmup: int = 2) -> float:
     """Images/s of the trainer's training steps on synthetic tensors of ``shape`` (already on the device)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -100,21 +120,14 @@ def main(argv=None) -> int:
             per_class = max(1, args.fake_images // 8)
             fake.make_imagenet(tmp, classes=8, train_per_class=per_class, val_per_class=1, size=tuple(args.fake_size))
             overrides = ["data=imagenet", f"data.root={tmp}", *overrides]
-        with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
+        cfg = compose_train(overrides)
         device_name = cfg.device
         device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
-
         if args.loaders and "loader" not in cfg.data:
             parser.error(f"--loaders needs a data set read from image files (imagenet, pets, imagenette), not data={cfg.data.name}")
         rates = {}
         for loader in args.loaders or [None]:
-            if loader is not None:
-                cfg.data.loader = loader
-            splits = build_datasets(cfg.data)
-            limit_train(splits, cfg.data, cfg.batch)
-            sampler = StepBatchSampler(len(splits.train), cfg.batch, 1, cfg.seed)
-            train, _ = build_loaders(splits, cfg.data, sampler, cfg.eval_batch, device)
+            train, cfg, splits = build_train_loader(overrides, with_splits=True, loader=loader, device=device)
             in_rate, seen = pipeline_rate(train, args.steps)
             rates[loader] = in_rate
         in_rate = rates[(args.loaders or [None])[0]]

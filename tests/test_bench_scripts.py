@@ -30,3 +30,17 @@ def test_bench_per_worker_bn_prints_both_steps_and_the_overhead():
     plain = float(re.search(r"plain BN\s+median step\s+([\d.]+) ms", out).group(1))
     overhead = float(re.search(r"overhead of the emulation: ([\d.]+)x", out).group(1))
     assert abs(overhead - per_worker / plain) < 0.01 * overhead + 0.002
+
+
+def test_bench_throughput_prints_each_setting_with_its_ratio_to_the_fp32_eager_nchw_row():
+    out = run("bench_throughput.py", "--device", "cpu", "--model", "resnet26", "--norms", "gn",
+              "--precisions", "fp32", "bf16", "--layouts", "nchw", "channels_last", "--modes", "eager",
+              "--batch", "2", "--size", "16", "--steps", "1", "--warmup", "0")
+    rows = re.findall(r"^gn\s+(fp32|bf16)\s+(nchw|channels_last)\s+eager\s+([\d.]+)\s+([\d.]+)x$", out, flags=re.M)
+    assert [(r[0], r[1]) for r in rows] == [("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw"),
+                                           ("bf16", "channels_last")]
+    base = float(rows[0][2])
+    assert float(rows[0][3]) == 1.0
+    for _, _, rate, ratio in rows:
+        assert abs(float(ratio) - float(rate) / base) < 0.01 + 0.02 * float(ratio)  # rates print 3 digits
+    assert re.search(r"^input: uint8 to cpu \+ normalize\s+[\d.]+ images/s$", out, flags=re.M)

@@ -1,0 +1,80 @@
+"""How a model executes on its device: arithmetic precision, memory layout, graph compilation and
+cuDNN autotuning (the config keys ``precision``, ``channels_last``, ``compile``, ``cudnn_benchmark``).
+
+None of these changes the paper's math (Sec. 4.1): the same layers, the same SGD rule. They change
+float rounding only, except ``precision=bf16|fp16``, whose coarser activations and gradients are a
+result-changing setting (the paper trained in fp32, the default here). How much each setting
+speeds up a step is measured by ``scripts/bench_throughput.py`` (README, "Performance").
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = ("off", "default", "reduce-overhead")
+
+
+@dataclass
+class Execution:
+    """The execution settings of one run, resolved for its device.
+
+    ``autocast_dtype``: None runs every op in fp32; otherwise forward and loss run under
+    ``torch.autocast`` (matmuls and convolutions in that dtype, reductions and losses in fp32).
+    ``scaler``: fp16's GradScaler (its gradients underflow without loss scaling); None otherwise.
+    """
+    device: torch.device
+    autocast_dtype: Optional[torch.dtype] = None
+    channels_last: bool = False
+    compile_mode: str = "off"
+    scaler: Optional[torch.amp.GradScaler] = None
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch moved to the device in the model's memory layout."""
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` (in place) to the device and memory layout."""
+        return model.to(self.device, memory_format=self.memory_format())
+
+    def compile(self, model: nn.Module) -> nn.Module:
+        """The module to train with: ``model`` itself, or its ``torch.compile`` wrapper (sharing its
+        parameters, so checkpoints and evaluation keep using the plain module). Compile after
+        DistributedDataParallel wraps the model, so its buckets split the graph (torch's DDP docs)."""
+        if self.compile_mode == "off":
+            return model
+        return torch.compile(model, mode=None if self.compile_mode == "default" else self.compile_mode)
+
+
+def resolve_cudnn_benchmark(value, deterministic: bool) -> bool:
+    """``auto`` autotunes convolutions (cuDNN picks the fastest algorithm per shape, which may
+    differ between runs) unless the run must be deterministic."""
+    return (not deterministic) if value == "auto" else bool(value)
+
+
+def build_execution(cfg, device: torch.device) -> Execution:
+    """The run's ``Execution`` from its config; sets cuDNN's autotuning as a process-wide switch."""
+    torch.backends.cudnn.benchmark = resolve_cudnn_benchmark(cfg.get("cudnn_benchmark", "auto"), cfg.deterministic)
+    precision = cfg.get("precision", "fp32")
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return Execution(device, PRECISIONS[precision], bool(cfg.get("channels_last", False)),
+                     cfg.get("compile", "off"), scaler)
+
+
+def compiler_available() -> bool:
+    """torch.compile's CPU backend (Inductor) builds C++ kernels: it needs a C++ compiler."""
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
