@@ -6,8 +6,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gnrepro import finetune, schema
+from gnrepro.errors import ConfigError
 from gnrepro.loggers import check_logger
-from gnrepro.norms import DEFAULT_GROUPS, ConfigError
+from gnrepro.norms import DEFAULT_GROUPS
 from gnrepro.precise_bn import uses_precise
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,11 @@ from timm.layers import GroupNorm
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from gnrepro.errors import ConfigError
+
 NORMS = ("bn", "brn", "gn", "ln", "in", "none")  # brn: gnrepro.batch_renorm; none: VGG only
 EPS = 1e-5  # the paper's epsilon for every normalization
 DEFAULT_GROUPS = 32  # the paper's G when neither norm.groups nor norm.channels_per_group is set
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration mistake: the message names the bad value and the fix."""
 
 
 def _divisors(n: int) -> list[int]:
@@ -159,7 +157,9 @@ def build_norm(
             return nn.SyncBatchNorm(num_channels, eps=eps)
         return PerWorkerBatchNorm2d(num_channels, workers=workers, eps=eps)
     if name == "brn":
-        from gnrepro.batch_renorm import PerWorkerBatchRenorm2d  # it subclasses this module's BN
+        from gnrepro.batch_renorm import (
+            PerWorkerBatchRenorm2d,  # it subclasses this module's BN
+        )
 
         return PerWorkerBatchRenorm2d(num_channels, workers=workers, eps=eps, **renorm)
     if name == "none":

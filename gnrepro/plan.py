@@ -16,10 +16,8 @@ from pathlib import Path
 import gnrepro.config  # noqa: F401  (registers the run_name resolver used by hydra.sweep.subdir)
 from gnrepro import runfiles
 from gnrepro.data import train_images
-from gnrepro.exits import EXIT_USER, ArgumentParser, error_line
-from gnrepro.norms import ConfigError
+from gnrepro.errors import EXIT_USER, ArgumentParser, ConfigError, error_line
 from gnrepro.preflight import check_command_line, check_jobs, job_config, sweep_jobs
-
 
 # ResNet-50 training throughput of one V100-class GPU in fp32 (images/s); ResNet-101 is ~0.6x.
 DEFAULT_THROUGHPUT = 400.0

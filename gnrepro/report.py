@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from gnrepro import published_checks  # noqa: E402
-from gnrepro.exits import EXIT_USER, ArgumentParser, error_line  # noqa: E402
+from gnrepro.errors import EXIT_USER, ArgumentParser, error_line  # noqa: E402
 from gnrepro.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 from gnrepro.runfiles import read_jsonl  # noqa: E402

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 from gnrepro import runfiles
-from gnrepro.norms import DEFAULT_GROUPS, ConfigError
+from gnrepro.errors import ConfigError
+from gnrepro.norms import DEFAULT_GROUPS
 
 log = logging.getLogger("gnrepro")
 

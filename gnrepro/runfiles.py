@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 import yaml
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "last.pt"
 LOCK = ".lock"  # flock'ed by the process training the folder; holds its pid

@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from gnrepro.norms import NORMS, ConfigError
+from gnrepro.errors import ConfigError
+from gnrepro.norms import NORMS
 from gnrepro.weights.formats import FORMATS as WEIGHT_FORMATS
 
 MISSING = "???"  # OmegaConf's mark of a value that must be given
@@ -435,7 +436,9 @@ def _warmup_fits(cfg: dict) -> None:
 
 
 def _train_split_fits(cfg: dict) -> None:
-    from gnrepro.data import train_images  # the data package imports torch; only needed here
+    from gnrepro.data import (
+        train_images,  # the data package imports torch; only needed here
+    )
 
     data = cfg["data"]
     total = train_images(data)

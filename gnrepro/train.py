@@ -35,12 +35,22 @@ from gnrepro import finetune, runfiles
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
-from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
-                                 launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
+from gnrepro.distributed import (
+    Processes,
+    any_process,
+    average_bn_buffers,
+    gather,
+    hosted_workers,
+    init_processes,
+    launched_as_main,
+    shutdown,
+    sum_over_processes,
+    workers_per_process,
+    wrap,
+)
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
-from gnrepro.exits import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, error_line
+from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, error_line
 from gnrepro.loggers import build_logger
-from gnrepro.norms import ConfigError
 from gnrepro.precise_bn import evaluation_statistics
 from gnrepro.preemption import Preempted, PreemptionSignals
 from gnrepro.preflight import CONFIGS, check_command_line, check_jobs

@@ -5,7 +5,8 @@ import torch
 
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
 from gnrepro.config import validate
-from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d, build_norm
+from gnrepro.errors import ConfigError
+from gnrepro.norms import PerWorkerBatchNorm2d, build_norm
 
 C = 3
 

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from gnrepro.build import build_model
 from gnrepro.config import norm_tag, validate
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

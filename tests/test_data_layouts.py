@@ -6,9 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gnrepro.data import BadImageError, DataError, build_datasets, build_loaders, fake, limit_train
+from gnrepro.data import build_datasets, build_loaders, fake, limit_train
+from gnrepro.data.base import BadImageError, DataError
+from gnrepro.errors import ConfigError
 from gnrepro.sampling import StepBatchSampler
-from gnrepro.norms import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

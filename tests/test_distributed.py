@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gnrepro.distributed import Processes, hosted_workers, workers_per_process
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 from gnrepro.sampling import StepBatchSampler
 
 BASE = ("batch=4", "workers=2", "epochs=1", "data.subset=32", "data.image_size=10", "deterministic=true",

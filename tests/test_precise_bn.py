@@ -8,8 +8,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
-from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d
 from gnrepro.config import validate
+from gnrepro.errors import ConfigError
+from gnrepro.norms import PerWorkerBatchNorm2d
 from gnrepro.precise_bn import evaluation_statistics, population_statistics
 
 

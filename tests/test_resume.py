@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gnrepro import runfiles
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 from gnrepro.resume import previous_state, read_summary, settings_diff
 
 TINY = ("norm=bn", "batch=4", "workers=2", "data.subset=48", "data.image_size=10", "eval_batch=512",

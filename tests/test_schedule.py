@@ -109,7 +109,7 @@ def test_fused_and_unfused_sgd_make_the_same_updates(fused):
 
 
 def test_fused_rejects_a_non_boolean():
-    from gnrepro.norms import ConfigError
+    from gnrepro.errors import ConfigError
 
     with pytest.raises(ConfigError, match="optim.fused"):
         build_optimizer(torch.nn.Linear(2, 2), OmegaConf.merge(OPTIM, {"fused": "maybe"}), 32)

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from gnrepro.build import build_model
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 from gnrepro.weights import catalog, fetch, formats
 from gnrepro.weights.load import load_released, resolve
 

@@ -15,8 +15,8 @@ from torch import nn
 from gnrepro import published_checks
 from gnrepro.data import build_datasets
 from gnrepro.data.fake import make_imagenet, make_pets
+from gnrepro.errors import ConfigError
 from gnrepro.evaluate import check_published, with_catalogue_choices
-from gnrepro.norms import ConfigError
 from gnrepro.runfiles import load_checkpoint
 from gnrepro.weights import catalog
 from tests.test_weights import calibrate_bn, randomize

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 
 @dataclass(frozen=True)

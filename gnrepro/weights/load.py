@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 from gnrepro.weights import formats
 from gnrepro.weights.catalog import CATALOG, Released, lookup
 from gnrepro.weights.fetch import fetch, is_url

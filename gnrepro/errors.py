@@ -1,4 +1,10 @@
-"""Exit codes and one-line errors shared by the command-line tools (train, plan, report).
+"""User-facing errors and the exit codes of the command-line tools (train, evaluate, plan, report).
+
+A user mistake is one line on stderr, ``gnrepro: error: <what is wrong and the fix>``, and exit
+code 2, never a traceback. Every such mistake is a ``ConfigError`` (or a subclass: a damaged run
+file, a missing data set), which the command-line tools catch and print with ``error_line``.
+
+Exit codes:
 
 - 0: done (or nothing to do: the run was already complete or failed);
 - 1: a run failed (non-finite loss or weights; marked failed in its summary.json);
@@ -10,11 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gnrepro.preemption import EXIT_PREEMPTED
-
 EXIT_FAILED = 1
 EXIT_USER = 2
-EXIT_STOPPED = EXIT_PREEMPTED
+EXIT_STOPPED = 3  # the run stopped early on purpose (preemption): relaunch it to resume
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration mistake: the message names the bad value and the fix."""
 
 
 def error_line(err) -> str:
