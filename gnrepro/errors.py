@@ -25,6 +25,19 @@ class ConfigError(ValueError):
     """A user-facing configuration mistake: the message names the bad value and the fix."""
 
 
+def is_int(value) -> bool:
+    """An integer, and not a bool (True is an int to Python, never a count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` if it is a positive integer, else ConfigError naming ``name``: the one check of a
+    count (schema's ``Int(min=1)``, GN's groups, BN's workers)."""
+    if not is_int(value) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def error_line(err) -> str:
     """``gnrepro: error: <message>`` on one line, however many lines the message had."""
     return "gnrepro: error: " + " ".join(str(err).split())

@@ -17,6 +17,7 @@ import gnrepro.config  # noqa: F401  (registers the run_name resolver used by hy
 from gnrepro import runfiles
 from gnrepro.data import train_images
 from gnrepro.errors import EXIT_USER, ArgumentParser, ConfigError, error_line
+from gnrepro.norm_registry import norm_tag
 from gnrepro.preflight import check_command_line, check_jobs, job_config, sweep_jobs
 
 # ResNet-50 training throughput of one V100-class GPU in fp32 (images/s); ResNet-101 is ~0.6x.
@@ -40,14 +41,8 @@ class PlannedRun:
 
 
 def run_status(folder: Path) -> str:
-    """complete / failed / partial / pending, or ``damaged (<file>: <reason>)``."""
-    summary = folder / runfiles.SUMMARY
-    if summary.is_file():
-        try:
-            return runfiles.read_summary_file(summary).get("status", "partial")
-        except runfiles.DamagedFile as err:
-            return f"damaged ({err.path.name}: {err.reason})"
-    return "partial" if (folder / runfiles.METRICS).is_file() else "pending"
+    """complete / failed / partial / pending, or ``damaged (<file>: <reason>)`` (gnrepro.runfiles)."""
+    return str(runfiles.run_status(folder))
 
 
 def plan(overrides: list[str], throughput: float = DEFAULT_THROUGHPUT, root: Path | None = None) -> list[PlannedRun]:
@@ -68,7 +63,7 @@ def plan(overrides: list[str], throughput: float = DEFAULT_THROUGHPUT, root: Pat
         runs.append(PlannedRun(
             overrides=[o for o in job], folder=folder, status=run_status(folder), images=images,
             gpu_hours=images / (throughput * scale) / 3600.0, data=cfg.data.name, model=cfg.model.name,
-            norm_tag=gnrepro.config.norm_tag(cfg.norm, cfg.conv), batch=cfg.batch, workers=cfg.workers,
+            norm_tag=norm_tag(cfg.norm, cfg.conv), batch=cfg.batch, workers=cfg.workers,
             epochs=cfg.epochs, seed=cfg.seed,
         ))
     return runs
@@ -78,7 +73,7 @@ def format_plan(runs: list[PlannedRun], throughput: float) -> str:
     lines = [f"{'status':<9} {'images':>13} {'GPU-h':>8}  folder"]
     for r in runs:
         lines.append(f"{r.status:<9} {r.images:>13,} {r.gpu_hours:>8.2f}  {r.folder}")
-    todo = [r for r in runs if r.status != "complete"]
+    todo = [r for r in runs if r.status != runfiles.COMPLETE]
     lines.append(
         f"{len(runs)} runs, {len(runs) - len(todo)} complete, {len(todo)} to run: "
         f"{sum(r.images for r in todo):,} images, {sum(r.gpu_hours for r in todo):.1f} GPU-hours "

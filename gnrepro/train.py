@@ -2,7 +2,7 @@
 
 The run's result is the median top-1 validation error of the final 5 epochs, as reported in the
 paper. Everything the run produces lands in one folder named by its settings (see
-``gnrepro.config.run_name``): the resolved config, one JSON line of metrics per epoch, the
+``gnrepro.identity.run_name``): the resolved config, one JSON line of metrics per epoch, the
 summary and the last checkpoint.
 
 Runs survive interruption: relaunching the same command resumes from ``last.pt`` (model,
@@ -33,7 +33,7 @@ from torch.utils.data import Subset
 
 from gnrepro import finetune, runfiles
 from gnrepro.build import build_model
-from gnrepro.config import norm_tag, validate
+from gnrepro.config import validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.distributed import (
     Processes,
@@ -51,6 +51,7 @@ from gnrepro.distributed import (
 from gnrepro.engine import DivergedError, EpochMeter, evaluate, train_one_epoch
 from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, error_line
 from gnrepro.loggers import build_logger
+from gnrepro.norm_registry import norm_tag
 from gnrepro.precise_bn import evaluation_statistics
 from gnrepro.preemption import Preempted, PreemptionSignals
 from gnrepro.preflight import CONFIGS, check_command_line, check_jobs

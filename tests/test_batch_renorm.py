@@ -6,7 +6,8 @@ import torch
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
 from gnrepro.config import validate
 from gnrepro.errors import ConfigError
-from gnrepro.norms import PerWorkerBatchNorm2d, build_norm
+from gnrepro.norm_registry import build_norm
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 
 C = 3
 

@@ -10,7 +10,7 @@ from torch import nn
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
 from gnrepro.config import validate
 from gnrepro.errors import ConfigError
-from gnrepro.norms import PerWorkerBatchNorm2d
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 from gnrepro.precise_bn import evaluation_statistics, population_statistics
 
 

@@ -40,7 +40,7 @@ def test_weight_decay_covers_every_parameter_including_gamma_and_beta():
     from functools import partial
 
     from gnrepro.convs import build_conv
-    from gnrepro.norms import build_norm
+    from gnrepro.norm_registry import build_norm
     from gnrepro.resnet import ResNet
 
     model = ResNet(50, partial(build_norm, "gn"), build_conv("plain"), num_classes=3)

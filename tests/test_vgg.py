@@ -7,7 +7,7 @@ import torchvision
 from gnrepro.build import build_model
 from gnrepro.config import validate
 from gnrepro.errors import ConfigError
-from gnrepro.norms import PerWorkerBatchNorm2d
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 
 
 def _ours(compose_cfg, norm, **model):

@@ -349,7 +349,8 @@ def test_catalogue_entries_name_a_buildable_setting():
 # --------------------------------------------------------------------------------- frozen BN, names
 
 def test_frozen_bn_is_a_fixed_affine_with_the_pretrained_statistics(compose_cfg):
-    from gnrepro.config import norm_tag, run_name
+    from gnrepro.identity import run_name
+    from gnrepro.norm_registry import norm_tag
 
     cfg = compose_cfg("norm=frozen_bn")
     assert norm_tag(cfg.norm, cfg.conv) == "frozenbn" == norm_tag(compose_cfg("norm.frozen=true").norm, cfg.conv)
@@ -362,7 +363,7 @@ def test_frozen_bn_is_a_fixed_affine_with_the_pretrained_statistics(compose_cfg)
     model.train()
     torch.testing.assert_close(bn(x), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="norm.frozen applies to norm=bn only"):
-        from gnrepro.norms import build_norm
+        from gnrepro.norm_registry import build_norm
         build_norm("gn", 64, frozen=True)
     assert run_name("pets", "resnet50", cfg.norm, cfg.conv, 4, 1, 30, 0, "R-50-GN").endswith("_s0_from-R-50-GN")
     assert run_name("pets", "resnet50", cfg.norm, cfg.conv, 4, 1, 30, 0, None).endswith("_s0")
