@@ -94,6 +94,7 @@ def test_config_checks(compose_cfg):
         validate(compose_cfg("norm=gn", "+norm.eval_stats=precise"))
 
 
+@pytest.mark.slow
 def test_precise_run_trains_identically_and_evaluates_with_population_statistics(compose_cfg, tmp_path):
     from gnrepro.train import run
 

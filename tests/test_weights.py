@@ -199,6 +199,7 @@ def test_a_caffe2_bn_model_in_msra_layout_is_named_not_converted(compose_cfg, tm
 
 # ------------------------------------------------------------------------------------ torchvision
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [50, 101])
 def test_torchvision_resnets_load_bitwise_and_give_identical_outputs(compose_cfg, tmp_path, depth):
     tv = getattr(torchvision.models, f"resnet{depth}")(weights=None)
@@ -267,6 +268,7 @@ def official_ws_resnet50():
     return model
 
 
+@pytest.mark.slow
 def test_ws_authors_checkpoint_gives_the_official_ws_forward(compose_cfg, tmp_path):
     ref = official_ws_resnet50()
     path = tmp_path / "resnet50_gn_ws.pth.tar"
