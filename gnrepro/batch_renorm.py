@@ -12,7 +12,7 @@ backward pass (Ioffe 2017, Algorithm 1)::
     y = gamma * ((x - mu_B) / sigma_B * r + d) + beta
 
 so r_max = 1, d_max = 0 is exactly BN. Statistics are per worker (the same fold as
-``gnrepro.norms.PerWorkerBatchNorm2d``; each worker's r and d use its own batch statistics against
+``gnrepro.per_worker_bn.PerWorkerBatchNorm2d``; each worker's r and d use its own batch statistics against
 the shared running statistics), and the running statistics follow BN's rule unchanged.
 
 Warm-up: the BRN paper trains with r_max = 1, d_max = 0 (plain BN) for its first 5k steps, then
@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gnrepro.norms import EPS, PerWorkerBatchNorm2d
+from gnrepro.norms import EPS
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 
 R_MAX, D_MAX = 1.5, 0.5  # the GN paper's setting for ResNet-50 (Sec. 4.1)
 

@@ -6,17 +6,18 @@ from functools import partial
 from torch import nn
 
 from gnrepro.convs import build_conv
-from gnrepro.norms import build_norm
+from gnrepro.norm_registry import NORM_KINDS, build_norm
 from gnrepro.precise_bn import PRECISE_KEYS
 from gnrepro.resnet import ResNet
 from gnrepro.vgg import VGG
 
 
 def norm_factory(norm_cfg, workers: int):
-    """``norm(num_channels)`` for the ``norm`` config group; BN and BRN get the per-worker split.
+    """``norm(num_channels)`` for the ``norm`` config group; batch-statistics norms (BN, BRN) get the
+    per-worker split.
     Keys about evaluation statistics (precise BN) are not layer options."""
     options = {k: v for k, v in norm_cfg.items() if k not in ("name", *PRECISE_KEYS)}
-    if norm_cfg["name"] in ("bn", "brn"):
+    if NORM_KINDS[norm_cfg["name"]].batch_stats:
         options["workers"] = workers
     return partial(build_norm, norm_cfg["name"], **options)
 

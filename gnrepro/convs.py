@@ -14,7 +14,7 @@ from typing import Callable
 from timm.layers import StdConv2d
 from torch import nn
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 CONVS = ("plain", "ws")
 ConvFactory = Callable[..., nn.Conv2d]

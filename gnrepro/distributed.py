@@ -1,7 +1,7 @@
 """Several processes, one per device, with the paper's per-worker BN semantics (Sec. 4.1, footnote 2).
 
 ``workers`` is the number of BN workers; with P processes each hosts ``workers / P`` of them,
-interleaved in its share of a step (see ``gnrepro.norms.PerWorkerBatchNorm2d``), so the same config gives
+interleaved in its share of a step (see ``gnrepro.per_worker_bn``), so the same config gives
 the same per-worker statistics on 1 process or on P. Gradients are averaged across processes by
 DistributedDataParallel; BN statistics are never synchronized (unless ``norm.sync=true``).
 Running statistics follow the one-process rule: before evaluation and checkpoints they are
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ from gnrepro.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.data.device_feed import feed
 from gnrepro.engine import evaluate
-from gnrepro.exits import EXIT_USER, error_line
-from gnrepro.norms import ConfigError
+from gnrepro.errors import EXIT_USER, ConfigError, error_line
 from gnrepro.preflight import CONFIGS, check_command_line, check_composes
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 from gnrepro.weights.catalog import lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 

@@ -6,7 +6,7 @@ import netrc
 import os
 from pathlib import Path
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 
 class NullLogger:

@@ -20,14 +20,13 @@ from pathlib import Path
 import gnrepro.config  # noqa: F401  (registers the run_name resolver used by hydra.sweep.subdir)
 from gnrepro import runfiles
 from gnrepro.data import train_images
-from gnrepro.evaluate import pick_device
-from gnrepro.exits import EXIT_USER, ArgumentParser, error_line
-from gnrepro.norms import ConfigError
 import gnrepro.throughput
+from gnrepro.errors import EXIT_USER, ArgumentParser, ConfigError, error_line
+from gnrepro.evaluate import pick_device
+from gnrepro.norm_registry import norm_tag
 from gnrepro.preflight import check_command_line, check_jobs, job_config, sweep_jobs
 
 MEASURE = "measure"  # --throughput measure: time each setting here instead of assuming a number
-
 
 # ResNet-50 training throughput of one V100-class GPU in fp32 (images/s); ResNet-101 is ~0.6x.
 DEFAULT_THROUGHPUT = 400.0
@@ -52,14 +51,8 @@ class PlannedRun:
 
 
 def run_status(folder: Path) -> str:
-    """complete / failed / partial / pending, or ``damaged (<file>: <reason>)``."""
-    summary = folder / runfiles.SUMMARY
-    if summary.is_file():
-        try:
-            return runfiles.read_summary_file(summary).get("status", "partial")
-        except runfiles.DamagedFile as err:
-            return f"damaged ({err.path.name}: {err.reason})"
-    return "partial" if (folder / runfiles.METRICS).is_file() else "pending"
+    """complete / failed / partial / pending, or ``damaged (<file>: <reason>)`` (gnrepro.runfiles)."""
+    return str(runfiles.run_status(folder))
 
 
 def plan(overrides: list[str], throughput: float | str = DEFAULT_THROUGHPUT, root: Path | None = None,
@@ -98,7 +91,7 @@ def plan(overrides: list[str], throughput: float | str = DEFAULT_THROUGHPUT, roo
         runs.append(PlannedRun(
             overrides=[o for o in job], folder=folder, status=run_status(folder), images=images,
             gpu_hours=images / rate / 3600.0, data=cfg.data.name, model=cfg.model.name,
-            norm_tag=gnrepro.config.norm_tag(cfg.norm, cfg.conv), batch=cfg.batch, workers=cfg.workers,
+            norm_tag=norm_tag(cfg.norm, cfg.conv), batch=cfg.batch, workers=cfg.workers,
             epochs=cfg.epochs, seed=cfg.seed, rate=rate, setting=label,
         ))
     return runs
@@ -118,7 +111,7 @@ def format_plan(runs: list[PlannedRun], throughput: float | str) -> str:
     for r in runs:
         rate = f" {r.rate:>8.1f}" if measured else ""
         lines.append(f"{r.status:<9} {r.images:>13,} {r.gpu_hours:>8.2f}{rate}  {r.folder}")
-    todo = [r for r in runs if r.status != "complete"]
+    todo = [r for r in runs if r.status != runfiles.COMPLETE]
     at = ("at each setting's measured images/s on this machine" if measured
           else f"at {throughput:g} images/s per GPU (ResNet-50; ResNet-101 at 0.6x that)")
     lines.append(

@@ -11,14 +11,15 @@ from __future__ import annotations
 import signal
 from typing import Optional
 
+from gnrepro.errors import EXIT_STOPPED
+
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-EXIT_PREEMPTED = 3  # the run stopped early on purpose: relaunch it to resume
 
 
 class Preempted(Exception):
     """A preemption signal arrived; the checkpoint is saved."""
 
-    exit_code = EXIT_PREEMPTED
+    exit_code = EXIT_STOPPED
 
     def __init__(self, signum: int, epoch: int, step: int):
         self.signum = signum

@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped inside the package, so any install finds it
 # Hydra flags that take a value, which must not be read as an override.

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gnrepro import runfiles
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 FILE = "probe.jsonl"
 PERCENTILES = (1, 20, 80, 99)  # the paper's Figure 6

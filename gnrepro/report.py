@@ -28,15 +28,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from gnrepro import published_checks  # noqa: E402
-from gnrepro.exits import EXIT_USER, ArgumentParser, error_line  # noqa: E402
+from gnrepro.errors import EXIT_USER, ArgumentParser, error_line  # noqa: E402
+from gnrepro.norm_registry import (  # noqa: E402
+    GROUP_OPTIONS,
+    NORM_KINDS,
+    norm_label,
+    norm_tag,
+    preset,
+)
 from gnrepro.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
-from gnrepro.runfiles import read_jsonl  # noqa: E402
+from gnrepro.runfiles import COMPLETE, DAMAGED, read_jsonl  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
 BATCHES = [32, 16, 8, 4, 2]
-LABELS = {"bn": "BN", "ln": "LN", "in": "IN", "gn32": "GN", "gn32-ws": "GN+WS", "syncbn": "SyncBN", "brn": "BRN",
-          "none": "no norm", "bn-precise": "BN, precise stats", "frozenbn": "BN* (frozen)"}
 
 
 @dataclass
@@ -82,12 +87,13 @@ TABLES = [
 
 
 def published_tag(row) -> str:
-    """The run's norm tag for a row of published_results.csv (see gnrepro.config.norm_tag)."""
-    if row.norm == "gn":
-        return f"gn_c{int(row.channels_per_group)}" if not pd.isna(row.channels_per_group) else f"gn{int(row.groups)}"
-    if row.norm == "gn_ws":
-        return "gn32-ws"
-    return row.norm
+    """The run's norm tag for a row of published_results.csv, whose ``norm`` is a norm= choice."""
+    norm, conv = preset(row.norm)
+    if NORM_KINDS[norm["name"]].grouped:
+        for key in GROUP_OPTIONS:
+            value = getattr(row, key)
+            norm[key] = None if pd.isna(value) else int(value)
+    return norm_tag(norm, {"name": conv})
 
 
 def load_published(path: Path = PUBLISHED) -> pd.DataFrame:
@@ -126,6 +132,10 @@ def protocol_name(key: dict) -> str:
         name += f"_sub{key['subset']}"
     if key.get("pretrained"):
         name += "_finetuned"
+    if key.get("precision", "fp32") != "fp32":  # bf16/fp16 runs: never in an fp32 table (gnrepro.identity)
+        name += f"_{key['precision']}"
+    if key.get("protocol"):  # a non-paper optimizer protocol (gnrepro.identity.protocol_hash)
+        name += f"_{key['protocol']}"
     return name
 
 
@@ -143,20 +153,20 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
     out = []
     for tag, batch in table.rows:
         sel = runs[(runs.norm_tag == tag) & (runs.batch == batch)]
-        done = sel[sel.status == "complete"].final_error.astype(float)
+        done = sel[sel.status == COMPLETE].final_error.astype(float)
         if sel.empty:
             continue
         mean = done.mean() if len(done) else math.nan
         std = done.std(ddof=1) if len(done) > 1 else math.nan
         p = published_value(pub, table, key["model"], tag, batch)
-        row = {"norm": LABELS.get(tag, "GN" if tag.startswith("gn") else tag)}
+        row = {"norm": norm_label(tag)}
         if table.setting != "norm":
             row[table.setting] = setting_value(table, tag, batch)
         row.update({"reproduced mean": mean, "std": std, "n": len(done),
                     pub_col: p if p is not None else math.nan})
         if not proxy:
             row["difference"] = mean - p if p is not None else math.nan
-        row["not complete"] = int((sel.status != "complete").sum())
+        row["not complete"] = int((sel.status != COMPLETE).sum())
         out.append(row)
     return pd.DataFrame(out) if out else None
 
@@ -191,7 +201,7 @@ def write_table(df: pd.DataFrame, cap: str, stem: Path) -> None:
 
 
 def _mean_std(runs: pd.DataFrame, tag: str) -> pd.DataFrame:
-    sel = runs[(runs.norm_tag == tag) & (runs.status == "complete")]
+    sel = runs[(runs.norm_tag == tag) & (runs.status == COMPLETE)]
     return sel.groupby("batch").final_error.agg(["mean", "std", "count"]).reindex(
         [b for b in BATCHES if b in set(sel.batch)])
 
@@ -209,11 +219,11 @@ def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -
         stats = _mean_std(runs, tag)
         if len(stats):
             axes[0].errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", color=color,
-                             capsize=3, label=f"{LABELS[tag]} (n={_n_range(stats['count'])} seeds)")
+                             capsize=3, label=f"{norm_label(tag)} (n={_n_range(stats['count'])} seeds)")
         if tag == "bn-precise":
             continue  # not in the paper: drawn only where reproduced
         p = pub[(pub.experiment == "batch_size") & (pub.model == "resnet50") & (pub.norm_tag == tag)]
-        axes[1].plot(p.images_per_worker, p.top1_error_pct, marker="s", ls="--", color=color, label=LABELS[tag])
+        axes[1].plot(p.images_per_worker, p.top1_error_pct, marker="s", ls="--", color=color, label=norm_label(tag))
     where = f"PROXY: {key['data']}, not ImageNet" if proxy else "reproduced, ImageNet"
     axes[0].set_title(f"{where}\n{key['model']}, {key['workers']} workers, {key['epochs']} epochs", fontsize=9)
     axes[1].set_title("published (paper Figure 1), ResNet-50 on ImageNet, 8 workers", fontsize=9)
@@ -256,12 +266,12 @@ def plot_curves(runs: pd.DataFrame, tags: list[str], batches: list[int], key: di
     drawn = False
     for tag in tags:
         for batch in batches:
-            sel = runs[(runs.norm_tag == tag) & (runs.batch == batch) & (runs.status == "complete")]
+            sel = runs[(runs.norm_tag == tag) & (runs.batch == batch) & (runs.status == COMPLETE)]
             if sel.empty:
                 continue
             curves = pd.concat([load_metrics(f).set_index("epoch")[["train_error", "val_error"]] for f in sel.folder])
             mean = curves.groupby(level=0).mean()
-            label = f"{LABELS.get(tag, tag)}" + (f", {batch}/worker" if len(batches) > 1 else "")
+            label = norm_label(tag) + (f", {batch}/worker" if len(batches) > 1 else "")
             for ax, col in zip(axes, ("train_error", "val_error")):
                 ax.plot(mean.index, mean[col], label=label, ls="-" if tag == "gn32" else "--")
             drawn = True
@@ -302,7 +312,7 @@ def plot_feature_distribution(runs: pd.DataFrame, key: dict, path: Path) -> bool
             low, high = cols[i], cols[-1 - i]
             ax.fill_between(df.step, df[low], df[high], color="tab:blue", alpha=0.25 + 0.35 * i, lw=0,
                             label=f"{low[1:]}-{high[1:]} percentile")
-        ax.set_title(f"{key['model']}, {LABELS.get(tag, tag)}", fontsize=9)
+        ax.set_title(f"{key['model']}, {norm_label(tag)}", fontsize=9)
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
     layer = panels[0][1].layer.iloc[0]
@@ -356,7 +366,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
         if plot_feature_distribution(group, key, gdir / "fig6_feature_distribution.png"):
             written.append(gdir / "fig6_feature_distribution.png")
             index.append(f"- Figure 6: ![]({gdir.name}/fig6_feature_distribution.png)")
-        bad = group[group.status != "complete"]
+        bad = group[group.status != COMPLETE]
         if len(bad):
             cols = ["folder", "status", "norm_tag", "batch", "seed", "epochs_done", "error"]
             (gdir / "not_complete.md").write_text(
@@ -397,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error_line(err), file=sys.stderr)
         return EXIT_USER
     files = build_report(args.runs, args.out)
-    for row in load_runs(args.runs).query("status == 'damaged'").itertuples():
+    for row in load_runs(args.runs).query(f"status == '{DAMAGED}'").itertuples():
         print(f"damaged, not averaged: {row.folder} ({row.error})")
     print(f"wrote {len(files)} files under {args.out}; index: {Path(args.out) / 'index.md'}")
     return 0

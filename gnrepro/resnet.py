@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from gnrepro.convs import ConvFactory
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 NormFactory = Callable[[int], nn.Module]
 # Bottleneck blocks per stage. 50 and 101 are the paper's; 26 (timm's resnet26 layout) keeps the

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from gnrepro.config import norm_tag
-from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, DamagedFile, read_config, read_jsonl, read_summary_file
+from gnrepro import runfiles
+from gnrepro.identity import GROUP_COLUMNS, protocol_hash
+from gnrepro.norm_registry import norm_tag
+from gnrepro.runfiles import CONFIG, METRICS, SUMMARY, DamagedFile, read_config, read_jsonl
 
-# Columns that define a run's protocol: runs differing in any of them never share a table.
-# ``pretrained``: fine-tuned from released weights (init=...), never mixed with runs from scratch.
-PROTOCOL = ["data", "model", "workers", "epochs", "subset", "image_size", "pretrained"]
+# Columns that define a run's protocol: runs differing in any of them never share a table
+# (gnrepro.identity). ``pretrained``: fine-tuned from released weights (init=...), never mixed with
+# runs from scratch; ``protocol``: the hash of a non-paper optimizer protocol ("" for the paper's).
+PROTOCOL = GROUP_COLUMNS
 
 
 def _config(folder: Path) -> dict:
@@ -22,20 +25,21 @@ def _config(folder: Path) -> dict:
     return read_config(path) if path.is_file() else {}
 
 
-def _read(folder: Path) -> tuple[dict, dict, list, str | None]:
-    """(config, summary, metrics, why the folder is damaged or None); a damaged file never raises."""
-    cfg, summary, metrics, damage = {}, {}, [], None
-    for name, read in ((CONFIG, _config), (SUMMARY, None), (METRICS, None)):
-        try:
-            if name == CONFIG:
-                cfg = read(folder)
-            elif name == SUMMARY and (folder / SUMMARY).is_file():
-                summary = read_summary_file(folder / SUMMARY)
-            elif name == METRICS and (folder / METRICS).is_file():
-                metrics = read_jsonl(folder / METRICS)
-        except DamagedFile as err:
-            damage = damage or f"{err.path.name}: {err.reason}"
-    return cfg, summary, metrics, damage
+def _read(folder: Path) -> tuple[dict, runfiles.RunStatus, list]:
+    """(config, status, metrics); a damaged file never raises: the status says which and why."""
+    cfg, metrics, damage = {}, [], None
+    try:
+        cfg = _config(folder)
+    except DamagedFile as err:
+        damage = f"{err.path.name}: {err.reason}"
+    status = runfiles.run_status(folder)
+    try:
+        metrics = read_jsonl(folder / METRICS) if (folder / METRICS).is_file() else []
+    except DamagedFile as err:
+        damage = damage or status.reason or f"{err.path.name}: {err.reason}"
+    if damage:  # listed with the reason, never averaged
+        status = runfiles.RunStatus(runfiles.DAMAGED, status.summary, damage)
+    return cfg, status, metrics
 
 
 def _tag_from_config(cfg: dict) -> str:
@@ -45,20 +49,18 @@ def _tag_from_config(cfg: dict) -> str:
 def load_runs(results_dir: str | Path) -> pd.DataFrame:
     """One row per run folder under ``results_dir`` (any depth): its settings, status and result.
 
-    status is the summary's ("complete", "failed", ...) or, without a summary, "incomplete" (metrics
-    written but no summary: interrupted or still running) or "pending" (only the config so far), or
-    "damaged" when one of its files does not parse (the reason is in ``error``).
+    status is gnrepro.runfiles.run_status's (complete, failed, partial, pending), or damaged when
+    any of its files does not parse (the reason is in ``error``).
     """
     rows = []
     for folder in sorted({p.parent for pattern in (SUMMARY, METRICS, CONFIG)
                           for p in Path(results_dir).rglob(pattern) if p.parent.name != ".hydra"}):
-        cfg, summary, metrics, damage = _read(folder)
-        if damage:  # listed with the reason, never averaged
-            summary = {**summary, "status": "damaged", "error": damage}
+        cfg, status, metrics = _read(folder)
+        summary = status.summary or {}
         data = cfg.get("data", {}) if isinstance(cfg.get("data"), dict) else {}
         row = {
             "folder": str(folder),
-            "status": summary.get("status", "incomplete" if metrics else "pending"),
+            "status": status.status,
             "data": summary.get("data", data.get("name")),
             "model": summary.get("model", cfg.get("model", {}).get("name")),
             "norm": summary.get("norm", cfg.get("norm", {}).get("name")),
@@ -70,9 +72,11 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
             "subset": data.get("subset"),
             "image_size": data.get("image_size"),
             "pretrained": bool(summary.get("init", cfg.get("init"))),
-            "final_error": summary.get("final_error") if summary.get("status") == "complete" else None,
+            "precision": cfg.get("precision", "fp32"),
+            "protocol": protocol_hash(cfg.get("optim")),
+            "final_error": summary.get("final_error") if status.status == runfiles.COMPLETE else None,
             "epochs_done": len(metrics),
-            "error": summary.get("error"),
+            "error": status.reason or summary.get("error"),
         }
         rows.append(row)
     columns = ["folder", "status", *PROTOCOL[:2], "norm", "norm_tag", "batch", *PROTOCOL[2:4], "seed",

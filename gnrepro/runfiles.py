@@ -2,6 +2,8 @@
 new version of each file (temp file in the same folder, then an atomic rename), and read back so
 that a damaged or foreign file is named in one line with its fix, never a traceback.
 
+A run folder's status has one vocabulary, ``run_status``, that plan, report and resume all read.
+
 JSON is strict (RFC 8259): a non-finite number is written as null, and a file holding NaN or
 Infinity is damaged. A run folder is locked (``flock`` on ``.lock``) while a process trains it.
 """
@@ -13,13 +15,14 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 import yaml
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "last.pt"
 LOCK = ".lock"  # flock'ed by the process training the folder; holds its pid
@@ -29,6 +32,14 @@ FIXES = {  # what to do about a damaged file, by name
     SUMMARY: "delete it to resume the run from last.pt",
     CHECKPOINT: "delete it to restart the run from scratch",
 }
+
+# The status of a run folder: the one vocabulary of plan, report (gnrepro.results) and resume.
+COMPLETE = "complete"  # finished: summary.json holds the result
+FAILED = "failed"      # finished: summary.json says why (non-finite loss or weights)
+PARTIAL = "partial"    # epochs recorded (metrics.jsonl) but no summary: interrupted, or still running
+PENDING = "pending"    # nothing trained yet (at most the config)
+DAMAGED = "damaged"    # a run file does not parse; RunStatus.reason names it
+FINISHED = (COMPLETE, FAILED)  # what summary.json may say: the run is never trained again
 
 
 class DamagedFile(ConfigError):
@@ -128,7 +139,38 @@ def read_summary_file(path: Path) -> dict:
         raise DamagedFile(path, f"not JSON: {str(err).splitlines()[0]}") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):
         raise DamagedFile(path, f"not a run summary: {str(summary)[:40]!r}")
+    if summary["status"] not in FINISHED:
+        raise DamagedFile(path, f"status {summary['status']!r} is not one of {', '.join(FINISHED)}")
     return summary
+
+
+def read_summary(run_dir: Path) -> Optional[dict]:
+    """The finished run's summary, None if it has none; DamagedFile (one line, with the fix) if it
+    cannot be read."""
+    path = Path(run_dir) / SUMMARY
+    return read_summary_file(path) if path.is_file() else None
+
+
+@dataclass
+class RunStatus:
+    status: str                     # one of the statuses above
+    summary: Optional[dict] = None  # for a finished run
+    reason: Optional[str] = None    # for a damaged one: "<file>: <why>"
+
+    def __str__(self) -> str:
+        return f"{self.status} ({self.reason})" if self.reason else self.status
+
+
+def run_status(run_dir: Path) -> RunStatus:
+    """Where the run in ``run_dir`` stands, from its files; never raises on a damaged file."""
+    run_dir = Path(run_dir)
+    try:
+        summary = read_summary(run_dir)
+    except DamagedFile as err:
+        return RunStatus(DAMAGED, reason=f"{err.path.name}: {err.reason}")
+    if summary is not None:
+        return RunStatus(summary["status"], summary)
+    return RunStatus(PARTIAL if (run_dir / METRICS).is_file() else PENDING)
 
 
 def read_jsonl(path: Path, index: str = "epoch") -> list[dict]:

@@ -1,8 +1,9 @@
 """Which images each optimizer step sees, reproducible from (seed, epoch) alone.
 
 A step takes ``batch * workers`` images from the epoch's order, worker k the k-th run of
-``batch`` of them, whichever process hosts it. A process's batch interleaves the workers it hosts
-(image i belongs to its i % n-th worker), the layout PerWorkerBatchNorm2d folds without copying.
+``batch`` of them, whichever process hosts it. A process's batch holds the workers it hosts in the
+layout gnrepro.per_worker_bn defines (``interleave``; ``worker_of``), the one PerWorkerBatchNorm2d
+folds without copying.
 Because an epoch's order is a permutation drawn from (seed, epoch), a run resumed mid-epoch replays
 exactly the remaining steps, with no sampler state to save.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import Sampler
+
+from gnrepro.per_worker_bn import interleave
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -44,4 +47,4 @@ class StepBatchSampler(Sampler[list[int]]):
         order = torch.randperm(self.num_samples, generator=generator).tolist()
         for step in range(self.start_step, self.steps_per_epoch):
             base = step * self.images_per_step
-            yield [order[base + k * self.batch + i] for i in range(self.batch) for k in self.hosted]
+            yield interleave([order[base + k * self.batch: base + (k + 1) * self.batch] for k in self.hosted])

@@ -8,7 +8,7 @@ import bisect
 
 import torch
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 REFERENCE_BATCH = 32  # images per worker at which the base LR applies
 

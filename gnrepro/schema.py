@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from gnrepro.data.device_feed import LOADERS
-from gnrepro.norms import NORMS, ConfigError
+from gnrepro.errors import ConfigError, is_int
+from gnrepro.norm_registry import NORM_KINDS, NORMS
 from gnrepro.weights.formats import FORMATS as WEIGHT_FORMATS
 
 MISSING = "???"  # OmegaConf's mark of a value that must be given
@@ -44,10 +45,6 @@ class Spec:
         raise NotImplementedError
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -64,7 +61,7 @@ class Int(Spec):
         return "a positive integer" if self.min == 1 else f"an integer >= {self.min}"
 
     def accepts(self, v) -> bool:
-        return _is_int(v) and (self.min is None or v >= self.min) and (self.max is None or v <= self.max)
+        return is_int(v) and (self.min is None or v >= self.min) and (self.max is None or v <= self.max)
 
     def example(self) -> str:
         return self.eg or str(max(self.min or 0, 2))
@@ -443,7 +440,9 @@ def _warmup_fits(cfg: dict) -> None:
 
 
 def _train_split_fits(cfg: dict) -> None:
-    from gnrepro.data import train_images  # the data package imports torch; only needed here
+    from gnrepro.data import (
+        train_images,  # the data package imports torch; only needed here
+    )
 
     data = cfg["data"]
     total = train_images(data)
@@ -482,7 +481,7 @@ def _gn_groups(cfg: dict) -> None:
     from gnrepro.resnet import norm_widths
 
     norm = cfg["norm"]
-    if norm["name"] == "gn":
+    if NORM_KINDS[norm["name"]].grouped:
         for width in norm_widths():  # G (or C/G) must fit every layer of the model
             num_groups(width, norm["groups"], norm["channels_per_group"])
 
@@ -531,7 +530,7 @@ def _gpu_loader(cfg: dict) -> None:
 
 
 def _norm_fits_model(cfg: dict) -> None:
-    if cfg["norm"]["name"] == "none" and cfg["model"].get("arch", "resnet") != "vgg":
+    if not NORM_KINDS[cfg["norm"]["name"]].layer and cfg["model"].get("arch", "resnet") != "vgg":
         raise ConfigError(f"norm=none (no normalization) is for VGG only; model={cfg['model']['name']} needs a norm, "
                           "e.g. norm=bn or norm=gn (or model=vgg16)")
 
@@ -576,4 +575,4 @@ EVALUATION = Command("python -m gnrepro.evaluate takes", "gnrepro/configs/evalua
                      ("model", "conv", "norm", "data"), (_cuda_exists, _gpu_loader, _norm_fits_model, _gn_groups))
 COMMANDS = {"train": TRAIN, "evaluate": EVALUATION}
 
-assert tuple(GROUPS["norm"].options) == NORMS, "every norm of gnrepro.norms is declared here"
+assert tuple(GROUPS["norm"].options) == NORMS, "every norm of gnrepro.norm_registry is declared here"

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gnrepro.build import build_model
-from gnrepro.config import norm_tag
+from gnrepro.norm_registry import norm_tag
 from gnrepro.data.digits import NUM_CLASSES as DIGITS_CLASSES
 from gnrepro.engine import train_one_epoch
 from gnrepro.execution import build_execution

@@ -2,7 +2,7 @@
 
 The run's result is the median top-1 validation error of the final 5 epochs, as reported in the
 paper. Everything the run produces lands in one folder named by its settings (see
-``gnrepro.config.run_name``): the resolved config, one JSON line of metrics per epoch, the
+``gnrepro.identity.run_name``): the resolved config, one JSON line of metrics per epoch, the
 summary and the last checkpoint.
 
 Runs survive interruption: relaunching the same command resumes from ``last.pt`` (model,
@@ -32,15 +32,15 @@ from torch.utils.data import Subset
 from gnrepro import checkpoint, finetune, runfiles
 from gnrepro.build import build_model
 from gnrepro.checkpoint import restore_meter, seed_everything  # noqa: F401  (restore_meter: used by tests)
-from gnrepro.config import norm_tag, validate
+from gnrepro.config import validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
                                  launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine import DivergedError, EpochMeter, EpochSums, evaluation_means, evaluation_sums, train_one_epoch
+from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, error_line
 from gnrepro.execution import Execution, build_execution
-from gnrepro.exits import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, error_line
 from gnrepro.loggers import build_logger
-from gnrepro.norms import ConfigError
+from gnrepro.norm_registry import norm_tag
 from gnrepro.precise_bn import evaluation_statistics
 from gnrepro.preemption import Preempted, PreemptionSignals
 from gnrepro.preflight import CONFIGS, check_command_line, check_jobs
@@ -151,7 +151,7 @@ class Parts:
 
 def build_parts(cfg, state: RunState, procs: Processes, device: torch.device) -> Parts:
     local_workers = workers_per_process(cfg.workers, procs)
-    if cfg.norm.name == "bn" and cfg.norm.get("sync") and procs.distributed and device.type != "cuda":
+    if cfg.norm.get("sync") and procs.distributed and device.type != "cuda":
         raise ConfigError("norm.sync=true across processes needs CUDA devices (SyncBatchNorm); drop it on CPU")
     seed_everything(cfg.seed, cfg.deterministic)
     splits = build_datasets(cfg.data, cfg.seed)

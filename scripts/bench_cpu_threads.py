@@ -23,8 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the gnrepro package and the sibling benchmark
 
 from bench_per_worker_bn import alternating_medians, step_time  # noqa: E402
+
 from gnrepro.convs import build_conv  # noqa: E402
-from gnrepro.norms import build_norm  # noqa: E402
+from gnrepro.norm_registry import build_norm  # noqa: E402
 from gnrepro.resnet import ResNet  # noqa: E402
 
 

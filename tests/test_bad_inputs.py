@@ -119,7 +119,7 @@ def test_bad_input(case, monkeypatch, capsys, tmp_path):
 
 
 def test_debug_flag_lets_the_exception_through(monkeypatch, tmp_path):
-    from gnrepro.norms import ConfigError
+    from gnrepro.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # Hydra re-raises instead of printing

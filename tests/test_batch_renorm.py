@@ -5,7 +5,9 @@ import torch
 
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
 from gnrepro.config import validate
-from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d, build_norm
+from gnrepro.errors import ConfigError
+from gnrepro.norm_registry import build_norm
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 
 C = 3
 

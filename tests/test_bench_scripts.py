@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -14,6 +16,7 @@ def run(script, *args):
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_cpu_threads_prints_one_row_per_batch_with_its_ratio():
     out = run("bench_cpu_threads.py", "--images", "2", "4", "--steps", "1", "--size", "8")
     rows = re.findall(r"^\s+(\d+)\s+(\d+)ms\s+(\d+)ms\s+([\d.]+)x$", out, flags=re.M)
@@ -23,6 +26,7 @@ def test_bench_cpu_threads_prints_one_row_per_batch_with_its_ratio():
         assert abs(float(ratio) - int(one) / int(many)) < 0.1 * float(ratio)  # the times are rounded to ms
 
 
+@pytest.mark.slow
 def test_bench_per_worker_bn_prints_both_steps_and_the_overhead():
     out = run("bench_per_worker_bn.py", "--batch", "2", "--workers", "2", "--size", "8", "--steps", "1",
               "--device", "cpu")

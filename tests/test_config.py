@@ -5,15 +5,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import compose_train
 from gnrepro.build import build_model
-from gnrepro.config import norm_tag, validate
-from gnrepro.norms import ConfigError
+from gnrepro.config import validate
+from gnrepro.errors import ConfigError
+from gnrepro.norm_registry import norm_tag
+from gnrepro.preflight import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def options(group):
-    return sorted(p.stem for p in (ROOT / "gnrepro" / "configs" / group).glob("*.yaml"))
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("group", ["model", "norm", "conv", "data", "logger"])
@@ -33,7 +36,7 @@ def test_every_option_of_every_group_composes_and_validates(compose_cfg, group):
 def test_every_config_key_has_a_comment():
     """Every leaf key we define carries a short comment (Hydra's own ``hydra:`` and ``defaults:`` aside)."""
     key = re.compile(r"^(\s*)([A-Za-z_]\w*):\s*(\S.*)?$")
-    for path in (ROOT / "gnrepro" / "configs").rglob("*.yaml"):
+    for path in CONFIGS.rglob("*.yaml"):
         skip_indent = None
         for line in path.read_text().splitlines():
             m = key.match(line.split(" #")[0]) if not line.lstrip().startswith("#") else None
@@ -77,10 +80,7 @@ def test_norm_tags(compose_cfg, overrides, tag):
 
 
 def test_run_dir_is_named_by_settings(compose_cfg):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["norm=gn", "batch=2", "seed=3", "epochs=7"], return_hydra_config=True)
+    cfg = compose_train("norm=gn", "batch=2", "seed=3", "epochs=7", hydra=True)
     assert cfg.hydra.run.dir == "results/runs/digits_resnet50/gn32_b2x8_e7_s3"
     assert cfg.hydra.sweep.subdir == "digits_resnet50/gn32_b2x8_e7_s3"
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from gnrepro.convs import build_conv
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 
 def test_ws_conv_matches_the_weight_standardization_formula():

@@ -27,6 +27,7 @@ def single_error_line(proc) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_data_config_runs_end_to_end(run_cli, tmp_path, name):
     make, extra, classes, n_val = CASES[name]
@@ -48,6 +49,7 @@ def test_missing_root_from_the_cli(run_cli, tmp_path):
     assert not (tmp_path / "results").exists()  # nothing left behind
 
 
+@pytest.mark.slow
 def test_corrupt_image_in_a_worker_is_one_line(run_cli, tmp_path):
     data = fake.make_imagenet(tmp_path / "data", classes=1, train_per_class=2, val_per_class=1)
     bad = data / "train" / "n01440764" / "n01440764_0.JPEG"
@@ -56,6 +58,7 @@ def test_corrupt_image_in_a_worker_is_one_line(run_cli, tmp_path):
     assert f"cannot read image {bad}" in line and "data.skip_bad=true" in line
 
 
+@pytest.mark.slow
 def test_skip_bad_from_the_cli_completes_and_reports(run_cli, tmp_path):
     data = fake.make_imagenet(tmp_path / "data", classes=1, train_per_class=2, val_per_class=1)
     (data / "train" / "n01440764" / "n01440764_0.JPEG").write_bytes(b"not a jpeg")

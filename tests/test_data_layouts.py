@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from gnrepro.data import BadImageError, DataError, build_datasets, build_loaders, fake, limit_train
+from conftest import data_config
+from gnrepro.data import build_datasets, build_loaders, fake, limit_train
+from gnrepro.data.base import BadImageError, DataError
+from gnrepro.errors import ConfigError
 from gnrepro.sampling import StepBatchSampler
-from gnrepro.norms import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 MAKERS = {
     "imagenet": fake.make_imagenet,
@@ -32,8 +32,7 @@ def loaders(splits, cfg, images_per_step):
 
 def data_cfg(name, root, **overrides):
     """The shipped data config with a tiny crop (32 px) so the tests stay fast."""
-    cfg = OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / f"{name}.yaml")
-    cfg.root = str(root)
+    cfg = data_config(name, root)
     cfg.num_workers = 0
     if "eval_crop" in cfg:
         cfg.train_crop, cfg.eval_resize, cfg.eval_crop = 32, 36, 32

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from omegaconf import OmegaConf
 
+from conftest import data_config
 from gnrepro.data import build_datasets, fake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +19,8 @@ spec.loader.exec_module(sort_imagenet_val)
 
 
 def data_cfg(root):
-    cfg = OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / "imagenet.yaml")
-    cfg.root, cfg.num_workers = str(root), 0
+    cfg = data_config("imagenet", root)
+    cfg.num_workers = 0
     return cfg
 
 

@@ -1,22 +1,20 @@
 """The transforms are the paper's (Sec. 4.1; docs/PROTOCOL.md): RandomResizedCrop 224 + horizontal flip
 for training; shorter side to 256 + center crop 224 for evaluation; ImageNet mean/std."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms import v2
 
+from conftest import data_config
 from gnrepro.data.images import cifar_transforms, imagenet_transforms
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def load(name):
-    return OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / f"{name}.yaml")
+    return data_config(name)
 
 
 def parts(compose):

@@ -80,7 +80,7 @@ def test_a_pure_rotation_matches_an_independent_rotation():
 ])
 def test_bad_magnitudes_are_refused_by_the_schema(compose_cfg, key, value, expected):
     from gnrepro.config import validate
-    from gnrepro.norms import ConfigError
+    from gnrepro.errors import ConfigError
 
     cfg = compose_cfg("experiment=fig1_batch_size_proxy", f"data.augment.{key}={value}")
     with pytest.raises(ConfigError, match=re.escape(f"data.augment.{key} must be {expected}")):
@@ -106,7 +106,7 @@ def test_augmented_val_copies_are_one_fixed_draw_for_every_run():
 
 def test_augmented_val_needs_the_augmentation(compose_cfg):
     from gnrepro.config import validate
-    from gnrepro.norms import ConfigError
+    from gnrepro.errors import ConfigError
 
     with pytest.raises(ConfigError, match="data.augment_val=2 draws val copies .* but data.augment is null"):
         validate(compose_cfg("data.augment_val=2"))

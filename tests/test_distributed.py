@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gnrepro.distributed import Processes, hosted_workers, workers_per_process
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
+from gnrepro.identity import protocol_hash
 from gnrepro.sampling import StepBatchSampler
 
 BASE = ("batch=4", "workers=2", "epochs=1", "data.subset=32", "data.image_size=10", "deterministic=true",
@@ -32,6 +33,7 @@ def max_diff(a, b, only=lambda k: True):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if only(k))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm,run", [("bn", "bn_b4x2_e1_s0"), ("gn", "gn32_b4x2_e1_s0")])
 def test_two_processes_equal_one_process_with_two_workers(tmp_path, norm, run):
     one = launch(tmp_path, 1, f"norm={norm}", "results_dir=one")
@@ -47,11 +49,12 @@ def test_two_processes_equal_one_process_with_two_workers(tmp_path, norm, run):
     assert hist_b[0]["train_images"] == 32
 
 
+@pytest.mark.slow
 def test_negative_control_one_worker_of_twice_the_batch_differs(tmp_path):
     per_worker = launch(tmp_path, 1, "norm=bn", "results_dir=pw")
     one_worker = launch(tmp_path, 1, "norm=bn", "batch=8", "workers=1", "results_dir=ow", "optim.base_lr=0.05")
     assert per_worker.returncode == 0 and one_worker.returncode == 0, per_worker.stderr + one_worker.stderr
-    (a, _), (b, _) = final_state(tmp_path, "pw", "bn_b4x2_e1_s0"), final_state(tmp_path, "ow", "bn_b8x1_e1_s0")
+    (a, _), (b, _) = final_state(tmp_path, "pw", "bn_b4x2_e1_s0"), final_state(tmp_path, "ow", f"bn_b8x1_e1_s0_{protocol_hash({'base_lr': 0.05})}")
     # Same images, same LR (0.1 * 4/32 = 0.05 * 8/32), same steps: only BN's statistics differ.
     assert max_diff(a, b) > 1e-3
 

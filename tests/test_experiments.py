@@ -6,13 +6,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from gnrepro.config import norm_tag, validate
+from gnrepro.config import validate
+from gnrepro.norm_registry import norm_tag
 from gnrepro.plan import format_plan, plan
-from gnrepro.preflight import sweep_jobs as expand
+from gnrepro.preflight import CONFIGS, sweep_jobs as expand
 from gnrepro.runfiles import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "gnrepro" / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # preset -> (data, model, workers, the set of (norm tag, images per worker) it sweeps)

@@ -3,7 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d, build_norm, num_groups
+from gnrepro.errors import ConfigError
+from gnrepro.norm_registry import build_norm
+from gnrepro.norms import num_groups
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 
 # Seed 001's worked example: N=3 images a, b, c with C=4, H=1, W=2.
 SEED_X = torch.tensor([

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from fake_runs import fake_paper, fake_run
@@ -20,11 +21,13 @@ def outputs(nb) -> str:
     return "\n".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
+@pytest.mark.slow
 def test_norms_notebook_executes():
     text = outputs(execute("norms_on_a_tensor.ipynb"))
     assert "GN(G=1) == LN" in text and "GN: S_i = [2.0, 3.0, 5.0, 7.0]" in text  # channels 0-1 of image a
 
 
+@pytest.mark.slow
 def test_results_notebook_executes_and_draws_the_figures(tmp_path, monkeypatch):
     fake_paper(tmp_path / "runs", seeds=(0,))
     fake_run(tmp_path / "runs", norm="gn", batch=2, seed=5, status="failed")

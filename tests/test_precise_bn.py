@@ -8,8 +8,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from gnrepro.batch_renorm import PerWorkerBatchRenorm2d
-from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d
 from gnrepro.config import validate
+from gnrepro.errors import ConfigError
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 from gnrepro.precise_bn import evaluation_statistics, population_statistics
 
 
@@ -93,6 +94,7 @@ def test_config_checks(compose_cfg):
         validate(compose_cfg("norm=gn", "+norm.eval_stats=precise"))
 
 
+@pytest.mark.slow
 def test_precise_run_trains_identically_and_evaluates_with_population_statistics(compose_cfg, tmp_path):
     from gnrepro.train import run
 

@@ -18,7 +18,7 @@ from gnrepro.convs import build_conv
 from gnrepro.data import build_datasets
 from gnrepro.engine import DivergedError, EpochMeter, EpochSums, train_one_epoch
 from gnrepro.execution import PRECISIONS, Execution, compiler_available, resolve_cudnn_benchmark
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 CPU = torch.device("cpu")
 STEPS = 20

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from gnrepro.norms import ConfigError
 from gnrepro.config import validate
+from gnrepro.errors import ConfigError
 from gnrepro.probe import FILE, PercentileProbe, resolve_layer, sample_percentiles
 from gnrepro.runfiles import read_jsonl
 from gnrepro.vgg import VGG

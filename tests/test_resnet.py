@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from gnrepro.convs import build_conv
-from gnrepro.norms import build_norm
+from gnrepro.norm_registry import build_norm
 from gnrepro.resnet import Bottleneck, ResNet
 
 

@@ -12,8 +12,10 @@ import torch
 from omegaconf import OmegaConf
 
 from gnrepro import runfiles
-from gnrepro.norms import ConfigError
-from gnrepro.resume import previous_state, read_summary, settings_diff
+from gnrepro.errors import ConfigError
+from gnrepro.identity import protocol_hash, settings_diff
+from gnrepro.resume import previous_state
+from gnrepro.runfiles import read_summary
 
 TINY = ("norm=bn", "batch=4", "workers=2", "data.subset=48", "data.image_size=10", "eval_batch=512",
         "deterministic=true", "progress=false")
@@ -48,6 +50,7 @@ def mid_epoch_checkpoint(path: Path, epoch: int):
     return check
 
 
+@pytest.mark.slow
 def test_sigkill_then_relaunch_gives_the_same_run_bitwise(tmp_path):
     args = ("epochs=3", "data.subset=32", "checkpoint_steps=2")  # 4 steps per epoch
     straight = start(tmp_path, *args, "results_dir=straight")
@@ -75,6 +78,7 @@ def test_sigkill_then_relaunch_gives_the_same_run_bitwise(tmp_path):
     assert sa["final_error"] == sb["final_error"] and sa["val_errors"] == sb["val_errors"]
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     args = ("epochs=2", "data.subset=64")
     proc = start(tmp_path, *args)
@@ -97,13 +101,14 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert [r["epoch"] for r in runfiles.read_jsonl(log.parent / "metrics.jsonl")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_a_finite_checkpoint(tmp_path):
     proc = start(tmp_path, "epochs=2", "optim.base_lr=1e12", "checkpoint_steps=1")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1
     line = err.strip().splitlines()[-1]
     assert line.startswith("gnrepro: error: the ") and "became" in line and "marked failed" in line, err
-    run_dir = tmp_path / "results/runs" / RUN.format(epochs=2)
+    run_dir = tmp_path / "results/runs" / (RUN.format(epochs=2) + "_" + protocol_hash({"base_lr": 1e12}))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["final_error"] is None and "became" in summary["reason"]
     ckpt = runfiles.load_checkpoint(run_dir / "last.pt")
@@ -166,8 +171,9 @@ def test_committed_run_records_still_match_the_current_config(compose_cfg):
     the value that reproduces it, so re-launching its sweep skips it instead of refusing the folder."""
     from omegaconf import OmegaConf
 
+    from gnrepro.identity import ADDED_KEYS, RUNTIME_KEYS
+    from gnrepro.identity import flatten as _flatten
     from gnrepro.preflight import CONFIGS
-    from gnrepro.resume import ADDED_KEYS, RUNTIME_KEYS, _flatten
 
     records = sorted(Path(__file__).resolve().parents[1].glob("results/runs/*/*/config.yaml"))
     assert records, "the repository commits the run records behind its proxy reports"

@@ -40,7 +40,7 @@ def test_weight_decay_covers_every_parameter_including_gamma_and_beta():
     from functools import partial
 
     from gnrepro.convs import build_conv
-    from gnrepro.norms import build_norm
+    from gnrepro.norm_registry import build_norm
     from gnrepro.resnet import ResNet
 
     model = ResNet(50, partial(build_norm, "gn"), build_conv("plain"), num_classes=3)
@@ -109,7 +109,7 @@ def test_fused_and_unfused_sgd_make_the_same_updates(fused):
 
 
 def test_fused_rejects_a_non_boolean():
-    from gnrepro.norms import ConfigError
+    from gnrepro.errors import ConfigError
 
     with pytest.raises(ConfigError, match="optim.fused"):
         build_optimizer(torch.nn.Linear(2, 2), OmegaConf.merge(OPTIM, {"fused": "maybe"}), 32)

@@ -12,6 +12,7 @@ from gnrepro.runfiles import load_checkpoint, read_jsonl
 QUICK = ("data.subset=96", "data.image_size=10", "eval_batch=512")
 
 
+@pytest.mark.slow
 def test_main_job_end_to_end_from_another_directory(run_cli, tmp_path, compose_cfg):
     proc = run_cli("norm=gn", "batch=4", "workers=2", "epochs=3", *QUICK)
     assert proc.returncode == 0, proc.stderr
@@ -40,6 +41,7 @@ def test_main_job_end_to_end_from_another_directory(run_cli, tmp_path, compose_c
     model.load_state_dict(ckpt["model"])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_run(run_cli, tmp_path):
     args = ("norm=bn", "batch=8", "workers=2", "epochs=1", "deterministic=true", *QUICK)
     a = run_cli(*args, "results_dir=a")

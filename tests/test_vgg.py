@@ -6,7 +6,8 @@ import torchvision
 
 from gnrepro.build import build_model
 from gnrepro.config import validate
-from gnrepro.norms import ConfigError, PerWorkerBatchNorm2d
+from gnrepro.errors import ConfigError
+from gnrepro.per_worker_bn import PerWorkerBatchNorm2d
 
 
 def _ours(compose_cfg, norm, **model):

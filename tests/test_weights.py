@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from gnrepro.build import build_model
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 from gnrepro.weights import catalog, fetch, formats
 from gnrepro.weights.load import load_released, resolve
 
@@ -199,6 +199,7 @@ def test_a_caffe2_bn_model_in_msra_layout_is_named_not_converted(compose_cfg, tm
 
 # ------------------------------------------------------------------------------------ torchvision
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [50, 101])
 def test_torchvision_resnets_load_bitwise_and_give_identical_outputs(compose_cfg, tmp_path, depth):
     tv = getattr(torchvision.models, f"resnet{depth}")(weights=None)
@@ -267,6 +268,7 @@ def official_ws_resnet50():
     return model
 
 
+@pytest.mark.slow
 def test_ws_authors_checkpoint_gives_the_official_ws_forward(compose_cfg, tmp_path):
     ref = official_ws_resnet50()
     path = tmp_path / "resnet50_gn_ws.pth.tar"
@@ -349,7 +351,8 @@ def test_catalogue_entries_name_a_buildable_setting():
 # --------------------------------------------------------------------------------- frozen BN, names
 
 def test_frozen_bn_is_a_fixed_affine_with_the_pretrained_statistics(compose_cfg):
-    from gnrepro.config import norm_tag, run_name
+    from gnrepro.identity import run_name
+    from gnrepro.norm_registry import norm_tag
 
     cfg = compose_cfg("norm=frozen_bn")
     assert norm_tag(cfg.norm, cfg.conv) == "frozenbn" == norm_tag(compose_cfg("norm.frozen=true").norm, cfg.conv)
@@ -362,7 +365,7 @@ def test_frozen_bn_is_a_fixed_affine_with_the_pretrained_statistics(compose_cfg)
     model.train()
     torch.testing.assert_close(bn(x), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="norm.frozen applies to norm=bn only"):
-        from gnrepro.norms import build_norm
+        from gnrepro.norm_registry import build_norm
         build_norm("gn", 64, frozen=True)
     assert run_name("pets", "resnet50", cfg.norm, cfg.conv, 4, 1, 30, 0, "R-50-GN").endswith("_s0_from-R-50-GN")
     assert run_name("pets", "resnet50", cfg.norm, cfg.conv, 4, 1, 30, 0, None).endswith("_s0")

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,13 +14,14 @@ from torch import nn
 from gnrepro import published_checks
 from gnrepro.data import build_datasets
 from gnrepro.data.fake import make_imagenet, make_pets
+from gnrepro.errors import ConfigError
 from gnrepro.evaluate import check_published, with_catalogue_choices
-from gnrepro.norms import ConfigError
+from gnrepro.identity import protocol_hash
+from gnrepro.preflight import CONFIGS
 from gnrepro.runfiles import load_checkpoint
 from gnrepro.weights import catalog
 from tests.test_weights import calibrate_bn, randomize
 
-CONFIGS = Path(__file__).resolve().parents[1] / "gnrepro" / "configs"
 TINY_EVAL = ("data.eval_resize=32", "data.eval_crop=32", "data.num_workers=0", "device=cpu")
 TINY_TRAIN = ("data.train_crop=32", *TINY_EVAL, "workers=1", "progress=false")
 
@@ -40,6 +40,7 @@ def bn_file(tmp_path, name="resnet50-file.pth"):
     return tv, tmp_path / name
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_fake_imagenet_gives_the_source_models_error(tmp_path):
     root = make_imagenet(tmp_path / "inet", classes=3, train_per_class=1, val_per_class=2, size=(40, 32))
     tv, path = bn_file(tmp_path)
@@ -89,6 +90,7 @@ def test_evaluate_refuses_a_malicious_pickle_with_one_line(tmp_path):
     assert not (tmp_path / "results").exists(), "a refused check leaves no folder or log behind"
 
 
+@pytest.mark.slow
 def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     root = make_pets(tmp_path / "pets", train_per_breed=2, test_per_breed=1, size=(40, 32))
     gn = torchvision.models.resnet50(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
@@ -99,7 +101,7 @@ def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     proc = run_module("gnrepro.train", "norm=gn", f"init={tmp_path / 'gn50.pth'}", "optim.base_lr=1e-30", *common,
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run_dir = tmp_path / "results/runs/pets_resnet50/gn32_b2x1_e1_s0_from-gn50.pth"
+    run_dir = tmp_path / f"results/runs/pets_resnet50/gn32_b2x1_e1_s0_from-gn50.pth_{protocol_hash({'base_lr': 1e-30})}"
     assert run_dir.is_dir(), list((tmp_path / "results/runs").rglob("*"))
     assert json.loads((run_dir / "summary.json").read_text())["init"] == str(tmp_path / "gn50.pth")
     model = load_checkpoint(run_dir / "last.pt")["model"]
@@ -115,7 +117,7 @@ def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     proc = run_module("gnrepro.train", "norm=bn", "norm.frozen=true", f"init={path}", "optim.base_lr=1e-5", *common,
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    model = load_checkpoint(tmp_path / "results/runs/pets_resnet50/frozenbn_b2x1_e1_s0_from-bn50.pth/last.pt")["model"]
+    model = load_checkpoint(tmp_path / f"results/runs/pets_resnet50/frozenbn_b2x1_e1_s0_from-bn50.pth_{protocol_hash({'base_lr': 1e-5})}/last.pt")["model"]
     src = tv.state_dict()
     for key in ("bn1.running_mean", "layer4.2.bn3.weight", "layer2.0.downsample.1.running_var"):
         assert torch.equal(model[key], src[key]), key

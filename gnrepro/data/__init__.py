@@ -5,63 +5,22 @@ DataLoaders the trainer iterates.
 The builders live in ``digits.py`` (the embedded default) and ``images.py`` (ImageNet, Oxford-IIIT
 Pets, CIFAR-10/100, Imagenette on disk). Every loader checks its root before touching torchvision
 so that a missing or malformed copy fails with one line (a ``DataError``) saying what was expected
-where and how to get it. An unreadable image found while training raises a ``BadImageError``
+where and how to get it (``gnrepro.data.base`` holds the splits type, the errors and the
+image-file wrapper they share). An unreadable image found while training raises a ``BadImageError``
 naming the file (or, with ``data.skip_bad=true``, is replaced by the next readable image and
 counted), also as one line, even when it happens inside a DataLoader worker process.
 """
 from __future__ import annotations
 
-import logging
 import math
-import multiprocessing
-import struct
-from dataclasses import dataclass, field
 from functools import partial
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from gnrepro.data.base import DataSplits
 from gnrepro.data.device_feed import collate_fn, feed
-from gnrepro.norms import ConfigError
-
-log = logging.getLogger("gnrepro")
-
-
-class DataError(ConfigError):
-    """A data set that is missing or not in the expected layout: one line, what was expected where
-    and how to get it. A ConfigError, so the trainer prints it as ``gnrepro: error: ...`` (exit 2)."""
-
-    def __init__(self, message: str = ""):
-        # A DataLoader worker re-raises our exception in the main process as
-        # ``type(err)("Caught X in DataLoader worker process N.\nOriginal Traceback ...\nX: <message>")``
-        # (torch/_utils.py, ExceptionWrapper.reraise). Keep only our own last line, so the user
-        # still sees one line naming the file, not a worker traceback.
-        if "\nOriginal Traceback" in message:
-            last = message.rstrip().splitlines()[-1]
-            message = last.split(": ", 1)[1] if ": " in last else last
-        super().__init__(message)
-
-
-class BadImageError(DataError):
-    """An image file that cannot be decoded."""
-
-
-@dataclass
-class DataSplits:
-    train: Dataset
-    val: Dataset
-    num_classes: int
-    in_channels: int
-    classes: list[str] | None = None  # class names (or folder names), when the data set has them
-    # Shared across DataLoader worker processes: how many unreadable images were skipped
-    # (only with data.skip_bad=true); None for data sets that cannot have unreadable files.
-    skipped: object | None = field(default=None, repr=False)
-
-    @property
-    def skipped_images(self) -> int:
-        return 0 if self.skipped is None else int(self.skipped.value)
-
+from gnrepro.errors import ConfigError
 
 # Training images per epoch of each data set's official split (published sizes; digits: see
 # digits_split). The schema refuses a data.subset above them; plan.py costs a sweep with them.
@@ -92,6 +51,7 @@ def train_images(cfg) -> int | None:
 def build_datasets(cfg, seed: int = 0) -> DataSplits:
     """Build the splits for the data config ``cfg`` (the ``data`` group); ``seed`` is the run's
     (it seeds the embedded set's per-image augmentation)."""
+    # imported here: they load scikit-learn and torchvision, which plan and schema do not need
     from gnrepro.data import digits, images
 
     builders = {"digits": partial(digits.build, seed=seed), **images.BUILDERS}
@@ -156,62 +116,3 @@ def limit_train(splits: DataSplits, cfg, images_per_step: int) -> None:
             f"one step needs batch*workers = {images_per_step} images but the train split has only "
             f"{len(splits.train)}; lower batch or workers"
         )
-
-
-# What PIL raises on a bad, truncated or hostile file (UnidentifiedImageError is an OSError; some
-# broken PNG/GIF chunks raise SyntaxError or struct.error). Transform bugs are not caught.
-UNREADABLE = (OSError, SyntaxError, struct.error, Image.DecompressionBombError)
-
-
-class ImageFiles(Dataset):
-    """Wraps a torchvision image data set so that an unreadable file becomes a one-line error
-    naming it, or (``skip_bad``) is replaced by the next readable image and counted.
-
-    Replacing rather than dropping keeps every training step at exactly ``batch * workers`` images,
-    which the per-worker BN split needs. ``path_of(i)`` gives the file behind sample ``i``; it must
-    be picklable (a module-level function or a partial of one), since DataLoader workers started
-    with "spawn" (macOS, Windows) receive the data set pickled.
-    """
-
-    MAX_SKIPS = 100  # consecutive unreadable files before giving up: the copy is broken, not one file
-
-    def __init__(self, dataset: Dataset, path_of, skip_bad: bool, counter=None):
-        self.dataset = dataset
-        self.path_of = path_of
-        self.skip_bad = skip_bad
-        self.counter = counter
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        for attempt in range(self.MAX_SKIPS):
-            i = (index + attempt) % len(self.dataset)
-            try:
-                return self.dataset[i]
-            except UNREADABLE as err:
-                path = self.path_of(i)
-                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                if not self.skip_bad:
-                    raise BadImageError(
-                        f"cannot read image {path} ({reason}); delete or replace it, "
-                        f"or set data.skip_bad=true to skip unreadable images"
-                    ) from None
-                total = self._count()
-                log.warning("skipped unreadable image %s (%s); %d skipped so far", path, reason, total)
-        raise BadImageError(
-            f"{self.MAX_SKIPS} unreadable images in a row from {self.path_of(index)} on; "
-            f"the data set copy looks broken, re-extract it"
-        )
-
-    def _count(self) -> int:
-        if self.counter is None:
-            return 0
-        with self.counter.get_lock():
-            self.counter.value += 1
-            return self.counter.value
-
-
-def new_counter():
-    """A skip counter shared with DataLoader worker processes (they inherit it when started)."""
-    return multiprocessing.get_context().Value("i", 0)

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from gnrepro.data import DataSplits
+from gnrepro.data.base import DataSplits
 
 NUM_CLASSES = 10
 VAL_SEED = 1_000_000_007  # seeds the augmented val copies (data.augment_val): one fixed draw, not any run's seed

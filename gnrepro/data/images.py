@@ -27,15 +27,14 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torchvision import datasets
-from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
-from gnrepro.data import DataError, DataSplits, ImageFiles, new_counter
+from gnrepro.data.base import DataError, DataSplits, ImageFiles, new_counter
 from gnrepro.data.device_feed import loader_name
 from gnrepro.data.gpu_decode import EncodedImages
 from gnrepro.data.pickles import RefusedPickle, load_data_pickle
-
 
 # ---------------------------------------------------------------------------------------- transforms
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
+from gnrepro.norm_registry import preset
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,12 @@ class Released:
     eval_note: str = ""         # how the publisher's evaluation differs from the paper's 256/224 crop
 
     @property
+    def norm_name(self) -> str:
+        return preset(self.norm)[0]["name"]
+
+    @property
     def conv(self) -> str:
-        return "ws" if self.norm.endswith("_ws") else "plain"
+        return preset(self.norm)[1]
 
     def overrides(self) -> list[str]:
         """Command-line choices that build the model this file needs."""
@@ -65,7 +70,7 @@ CATALOG: dict[str, Released] = {r.name: r for r in [
 ]}
 
 # Which released model each (model, norm, conv) starts from in the transfer preset.
-_FOR_SETTING = {(r.model, r.norm.split("_")[0], r.conv): r.name
+_FOR_SETTING = {(r.model, r.norm_name, r.conv): r.name
                 for r in CATALOG.values() if not r.name.startswith("timm")}
 
 

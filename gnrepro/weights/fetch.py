@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 
 def cache_dir() -> Path:

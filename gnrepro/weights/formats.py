@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
 
 FORMATS = ("caffe2", "torchvision", "ws_official", "gnrepro")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

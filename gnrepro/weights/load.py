@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gnrepro.norms import ConfigError
+from gnrepro.errors import ConfigError
+from gnrepro.norm_registry import NORM_KINDS
+from gnrepro.norms import DEFAULT_GROUPS
 from gnrepro.weights import formats
 from gnrepro.weights.catalog import CATALOG, Released, lookup
 from gnrepro.weights.fetch import fetch, is_url
@@ -48,11 +50,11 @@ def check_setting(entry: Released, cfg, key: str) -> None:
     wrong = []
     if cfg.model.name != entry.model:
         wrong.append(f"model={entry.model}")
-    if cfg.norm.name != entry.norm.split("_")[0] or cfg.conv.name != entry.conv:
+    if cfg.norm.name != entry.norm_name or cfg.conv.name != entry.conv:
         wrong.append(f"norm={entry.norm}")
-    elif entry.norm.startswith("gn") and (cfg.norm.get("groups") not in (None, 32)
-                                          or cfg.norm.get("channels_per_group") is not None):
-        wrong.append("norm.groups=null norm.channels_per_group=null (G=32)")
+    elif NORM_KINDS[entry.norm_name].grouped and (cfg.norm.get("groups") not in (None, DEFAULT_GROUPS)
+                                                   or cfg.norm.get("channels_per_group") is not None):
+        wrong.append(f"norm.groups=null norm.channels_per_group=null (G={DEFAULT_GROUPS})")
     if cfg.model.get("small_input"):
         wrong.append("a data set with 224 px images (the standard stem)")
     if wrong:
