@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.io import read_file
 from torchvision.transforms import v2
 
+from conftest import data_config
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train
 from gnrepro.data.device_feed import DeviceBatches, feed
 from gnrepro.data.gpu_decode import EncodedImages, collate_encoded, decode, draw_box, eval_view, train_view
@@ -25,8 +25,8 @@ needs_no_cuda = pytest.mark.skipif(CUDA, reason="checks the error on a machine w
 
 
 def data_cfg(root, loader, name="imagenet", crop=(32, 36, 32)):
-    cfg = OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / f"{name}.yaml")
-    cfg.root, cfg.num_workers, cfg.loader = str(root), 0, loader
+    cfg = data_config(name, root)
+    cfg.num_workers, cfg.loader = 0, loader
     cfg.train_crop, cfg.eval_resize, cfg.eval_crop = crop
     return cfg
 
@@ -44,7 +44,7 @@ def batches(root, loader, seed=0, name="imagenet"):
 
 def test_the_default_is_pil_and_its_loader_is_untouched(tmp_path):
     for name in ("imagenet", "pets", "imagenette"):
-        assert OmegaConf.load(ROOT / "gnrepro" / "configs" / "data" / f"{name}.yaml").loader == "pil"
+        assert data_config(name).loader == "pil"
     fake.make_imagenet(tmp_path)
     cfg = data_cfg(tmp_path, "pil")
     splits = build_datasets(cfg)
