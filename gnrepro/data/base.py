@@ -11,6 +11,7 @@ import multiprocessing
 import struct
 from dataclasses import dataclass, field
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -111,3 +112,9 @@ class ImageFiles(Dataset):
 def new_counter():
     """A skip counter shared with DataLoader worker processes (they inherit it when started)."""
     return multiprocessing.get_context().Value("i", 0)
+
+
+def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) to normalized float32, in torchvision's order (to float, times 1/255, minus
+    mean, over std) so the result matches the ``pil`` loader's CPU transforms."""
+    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)

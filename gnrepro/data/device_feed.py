@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from gnrepro.data.base import normalize_uint8
+from gnrepro.data.gpu_decode import DecodeOnDevice, collate_encoded
+
 LOADERS = ("pil", "pil_uint8", "gpu")
 DEFAULT_LOADER = "pil"
 
@@ -23,12 +26,6 @@ DEFAULT_LOADER = "pil"
 def loader_name(cfg) -> str:
     """``data.loader``; data sets without the key (digits, CIFAR) use the default."""
     return cfg.get("loader", DEFAULT_LOADER) or DEFAULT_LOADER
-
-
-def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) to normalized float32, in torchvision's order (to float, times 1/255, minus
-    mean, over std) so the result matches the ``pil`` loader's CPU transforms."""
-    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
 
 class DeviceBatches:
@@ -75,15 +72,11 @@ def feed(loader, cfg, device=None, train: bool = True):
     device = torch.device("cpu") if device is None else device
     if name == "pil_uint8":
         return DeviceBatches(loader, NormalizeOnDevice(cfg.mean, cfg.std), device)
-    from gnrepro.data.gpu_decode import DecodeOnDevice
-
     return DeviceBatches(loader, DecodeOnDevice(cfg, train=train), device)
 
 
 def collate_fn(cfg):
     """The DataLoader's ``collate_fn`` for ``data.loader`` (None: torch's default stacking)."""
     if loader_name(cfg) == "gpu":
-        from gnrepro.data.gpu_decode import collate_encoded
-
         return collate_encoded
     return None

@@ -34,11 +34,10 @@ from __future__ import annotations
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
-from torchvision.transforms import RandomResizedCrop
-from torchvision.transforms import v2
+from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from gnrepro.data.device_feed import normalize_uint8
+from gnrepro.data.base import normalize_uint8
 
 SCALE = (0.08, 1.0)        # RandomResizedCrop's area range (the paper's scale augmentation)
 RATIO = (3 / 4, 4 / 3)     # and aspect-ratio range; torchvision's defaults, as the PIL loader uses
