@@ -130,6 +130,7 @@ def test_debug_flag_lets_the_exception_through(monkeypatch, tmp_path):
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_bad_input_through_a_real_process(run_cli, tmp_path):
     proc = run_cli("norm=gn", "norm.groups=48")
     assert proc.returncode == 2
@@ -163,6 +164,7 @@ def test_every_value_case_fails_before_building_a_model(monkeypatch, capsys, tmp
         one_error_line(code, out)
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_bad_values_through_a_real_process(run_cli, tmp_path):
     proc = run_cli("optim.base_lr=nan")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
@@ -199,6 +201,7 @@ def test_a_sweep_is_validated_whole_before_its_first_job(case, monkeypatch, caps
     assert not any(tmp_path.iterdir()), "no folder, not even Hydra's multirun.yaml"
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_a_bad_sweep_through_a_real_process(run_cli, tmp_path):
     proc = run_cli("-m", "seed=0,-1", "epochs=1")
     assert proc.returncode == 2
@@ -256,6 +259,7 @@ def test_a_damaged_run_file_is_named_with_its_fix(case, monkeypatch, capsys, tmp
     assert after == before, "the damaged file is left as it was, nothing else written"
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_a_damaged_checkpoint_through_a_real_process(run_cli, tmp_path):
     folder, _ = run_folder(tmp_path)
     torch.save({}, folder / "last.pt")
@@ -283,6 +287,7 @@ def test_a_second_launch_into_a_running_folder_is_refused(monkeypatch, capsys, t
     assert runfiles.running_pid(folder) is None
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_a_second_launch_through_a_real_process(run_cli, tmp_path):
     folder, _ = run_folder(tmp_path)
     with runfiles.RunLock(folder):
@@ -356,6 +361,7 @@ def test_a_crafted_pickle_is_refused_and_never_runs(case, monkeypatch, capsys, t
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_a_crafted_pickle_through_a_real_process(run_cli, tmp_path):
     marker = tmp_path / "marker"
     root = cifar_with(tmp_path, "cifar10", "test_batch", Payload(marker))
@@ -434,6 +440,7 @@ def test_plan_and_report_list_damaged_run_folders(capsys, tmp_path, monkeypatch)
     assert plan.run_status(null).startswith("damaged (summary.json: not a run summary")
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_plan_and_report_arguments_through_real_processes(tmp_path):
     for module, args, needle in (("gnrepro.plan", ["--throughput", "0"], "--throughput must be"),
                                  ("gnrepro.report", ["--runs", "nowhere"], "--runs nowhere is not a folder")):

@@ -36,6 +36,7 @@ def test_bench_per_worker_bn_prints_both_steps_and_the_overhead():
     assert abs(overhead - per_worker / plain) < 0.01 * overhead + 0.002
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_bench_throughput_prints_each_setting_with_its_ratio_to_the_fp32_eager_nchw_row():
     out = run("bench_throughput.py", "--device", "cpu", "--model", "resnet26", "--norms", "gn",
               "--precisions", "fp32", "bf16", "--layouts", "nchw", "channels_last", "--modes", "eager",

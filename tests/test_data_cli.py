@@ -43,6 +43,7 @@ def test_data_config_runs_end_to_end(run_cli, tmp_path, name):
     assert f"4 train / {n_val} val images" in log
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_missing_root_from_the_cli(run_cli, tmp_path):
     line = single_error_line(run_cli("data=cifar10", f"data.root={tmp_path / 'nope'}", *SMALL))
     assert f"data.root={tmp_path / 'nope'} does not exist" in line and "cifar-10-batches-py/" in line

@@ -173,6 +173,7 @@ def test_gpu_loader_on_cuda_matches_the_cpu_decode(tmp_path):
         assert (a.cpu() - b).abs().max() < 3 / 255 / 0.224  # nvJPEG's IDCT may differ from libjpeg's by a level or two
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_unknown_loader_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gnrepro.train", "data=imagenet", "data.root=/x", "data.loader=dali"],
                           cwd=tmp_path, capture_output=True, text=True)
@@ -180,6 +181,7 @@ def test_unknown_loader_is_one_line(tmp_path):
         "gnrepro: error: data.loader must be one of pil, pil_uint8, gpu, got 'dali'; set e.g. data.loader=pil"], proc.stderr
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 @needs_no_cuda
 @pytest.mark.parametrize("device", ["auto", "cpu"])
 def test_gpu_loader_without_cuda_is_one_line(tmp_path, device):

@@ -59,6 +59,7 @@ def test_negative_control_one_worker_of_twice_the_batch_differs(tmp_path):
     assert max_diff(a, b) > 1e-3
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_workers_not_divisible_by_processes_is_one_clear_line(tmp_path):
     proc = launch(tmp_path, 2, "norm=bn", "workers=3")
     assert proc.returncode != 0

@@ -53,6 +53,7 @@ def test_every_preset_is_tested():
     assert set(PRESETS) == set(EXPECTED)
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_composes_and_expands_to_the_papers_runs(name):
     data, model, workers, settings = EXPECTED[name]
@@ -78,6 +79,7 @@ def test_data_digits_turns_a_preset_into_a_proxy_with_the_proxy_epochs(name):
 PROXIES = ["fig1_batch_size_proxy", "table1_norms_proxy", "table3_groups_proxy"]
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_every_proxy_sweep_uses_one_protocol_for_every_run():
     """Figure 1, Table 1 and Table 3 on digits: every run of every proxy sweep shares one protocol
     (gnrepro/configs/proxy/digits.yaml); nothing but the swept setting and the seed differs."""
@@ -141,6 +143,7 @@ def test_launcher_presets_compose():
     assert cfg.hydra.launcher.timeout_min >= 24 * 60
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_dry_run_lists_runs_status_and_cost_without_training(tmp_path):
     overrides = ["experiment=fig1_batch_size", "seed=0,1"]
     runs = plan(overrides, throughput=400.0, root=tmp_path)
@@ -161,6 +164,7 @@ def test_dry_run_lists_runs_status_and_cost_without_training(tmp_path):
     assert "20 runs, 1 complete, 19 to run" in text and "GPU-hours at 400 images/s" in text
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_dry_run_cli():
     import subprocess
     import sys

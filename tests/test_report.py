@@ -33,12 +33,14 @@ def tiny(tmp_path_factory):
     return cwd
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_tiny_sweep_writes_one_folder_per_setting(tiny):
     runs = load_runs(tiny / "results/runs")
     assert sorted(zip(runs.norm_tag, runs.batch)) == [("bn", 2), ("bn", 4), ("gn32", 2), ("gn32", 4)]
     assert set(runs.status) == {"complete"} and set(runs.workers) == {2} and runs.final_error.notna().all()
 
 
+@pytest.mark.slow  # shares the tiny sweep fixture (a real training sweep)
 def test_report_from_the_tiny_sweep_is_a_labelled_proxy(tiny, tmp_path):
     files = build_report(tiny / "results/runs", tmp_path)
     group = tmp_path / GROUP
@@ -57,6 +59,7 @@ def test_report_from_the_tiny_sweep_is_a_labelled_proxy(tiny, tmp_path):
     assert "(PROXY, not ImageNet)" in index and "not complete" not in index
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_rerunning_the_sweep_writes_nothing_new(tiny):
     # The trainer skips a run whose summary says "complete".
     summaries = sorted((tiny / "results/runs").rglob("summary.json"))
@@ -110,6 +113,7 @@ def test_every_imagenet_table_and_figure_with_published_values_and_differences(t
     assert not (proxy / "table2_batch_size.csv").read_text().count("difference")
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_report_cli(tmp_path):
     fake_run(tmp_path / "runs", norm="gn", batch=2)
     proc = subprocess.run([sys.executable, "-m", "gnrepro.report", "--runs", str(tmp_path / "runs"),
@@ -121,6 +125,7 @@ def test_report_cli(tmp_path):
     assert out.stdout.strip() == "False False"
 
 
+@pytest.mark.slow  # shares the tiny sweep fixture (a real training sweep)
 def test_summary_keys_the_report_relies_on_are_written_by_the_trainer(tiny):
     summary = json.loads(next((tiny / "results/runs").rglob("summary.json")).read_text())
     assert {"status", "final_error", "norm_tag", "batch", "workers", "epochs", "seed", "data", "model"} <= summary.keys()

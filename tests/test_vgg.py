@@ -61,6 +61,7 @@ def test_norm_none_is_for_vgg_only(compose_cfg):
         validate(compose_cfg("norm=none"))
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_norm_none_on_resnet_is_one_line_on_the_command_line(run_cli, tmp_path):
     proc = run_cli("norm=none", "epochs=1")
     assert proc.returncode == 2

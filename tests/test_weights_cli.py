@@ -79,6 +79,7 @@ def test_evaluate_prints_the_published_number_and_the_difference(tmp_path, monke
     assert "published 23.87%, difference" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_evaluate_refuses_a_malicious_pickle_with_one_line(tmp_path):
     marker = tmp_path / "pwned"
     payload = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()  # os.system("touch ...") in pickle opcodes
@@ -124,6 +125,7 @@ def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     assert not torch.equal(model["layer4.2.conv3.weight"], src["layer4.2.conv3.weight"])
 
 
+@pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_init_mistakes_are_one_line_and_leave_no_folder(tmp_path):
     root = make_pets(tmp_path / "pets", train_per_breed=1, test_per_breed=1, size=(40, 32))
     gn101 = torchvision.models.resnet101(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
