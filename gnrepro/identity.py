@@ -12,11 +12,11 @@ From it derive:
 - the resume guard's comparison (``settings_diff``): every key but ``RUNTIME_KEYS``, written the
   same way (``canonical``), with ``ADDED_KEYS`` filling keys older run records lack.
 
-The hash covers base_lr, momentum, weight decay and the LR milestones: no run record under
-results/runs departs from the paper there (the pilots under results/pilots changed base_lr, so such
-a run made now gets a hash; theirs were filed by hand under the pilot's name). The warm-up (``optim.warmup``, ``optim.warmup_epochs``) is not
-in it because the committed proxy runs use their own (always, 2 epochs) and must keep their folder
-names. A run made with another warm-up than its folder's is still refused by the resume guard.
+The hash covers base_lr, momentum, weight decay, the LR milestones and the warm-up: two presets
+that differ only in one of them never share a folder. The CPU proxy's protocol (always warm up, for
+2 epochs: gnrepro/configs/proxy/digits.yaml) departs from the paper's, so its runs carry a hash; the
+committed ones were renamed to it when the warm-up joined the hash (2026-11-29). The pilots under
+results/pilots were filed by hand under the pilot's name.
 """
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ SETTINGS = (
     Setting("optim.momentum", paper=0.9),
     Setting("optim.weight_decay", paper=1e-4),
     Setting("optim.milestones", paper=[0.3, 0.6, 0.9]),
+    Setting("optim.warmup", paper="auto"),    # warm up only above base_lr (the authors' code)
+    Setting("optim.warmup_epochs", paper=5),
 )
 PAPER = {s.key: s.paper for s in SETTINGS if s.paper is not _UNSET}
 # The report's grouping columns (gnrepro.results): the grouped settings, ``pretrained`` for init,

@@ -30,8 +30,9 @@ def test_the_paper_protocol_has_no_hash_and_any_departure_gets_its_own_folder(co
     assert {k: cfg.optim[k.split(".")[1]] for k in PAPER} == PAPER  # the hashed defaults are the config's
     assert protocol_hash(cfg.optim) == "" and protocol_hash(None) == ""
     names = {_name(compose_cfg(*o)) for o in [(), ("optim.base_lr=0.05",), ("optim.base_lr=0.025",),
-                                             ("optim.momentum=0.8",), ("optim.milestones=[0.5,0.75]",)]}
-    assert len(names) == 5
+                                             ("optim.momentum=0.8",), ("optim.milestones=[0.5,0.75]",),
+                                             ("optim.warmup=always",), ("optim.warmup_epochs=2",)]}
+    assert len(names) == 7  # presets that differ only in warm-up never share a folder either
     hydra_cfg = compose_train("optim.base_lr=0.05", hydra=True).hydra
     suffix = "_s0_" + protocol_hash({"base_lr": 0.05})
     assert hydra_cfg.run.dir.endswith(suffix) and hydra_cfg.sweep.subdir.endswith(suffix)  # train.yaml passes optim
