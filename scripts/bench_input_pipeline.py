@@ -42,6 +42,7 @@ import gnrepro.config  # noqa: E402,F401  (registers the run_name resolver)
 from gnrepro.build import build_model  # noqa: E402
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train  # noqa: E402
 from gnrepro.data.device_feed import LOADERS  # noqa: E402
+from gnrepro.evaluate import pick_device  # noqa: E402
 from gnrepro.sampling import StepBatchSampler  # noqa: E402
 from gnrepro.throughput import time_steps  # noqa: E402
 
@@ -121,8 +122,7 @@ def main(argv=None) -> int:
             fake.make_imagenet(tmp, classes=8, train_per_class=per_class, val_per_class=1, size=tuple(args.fake_size))
             overrides = ["data=imagenet", f"data.root={tmp}", *overrides]
         cfg = compose_train(overrides)
-        device_name = cfg.device
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device_name == "auto" else device_name)
+        device = pick_device(cfg.device)
         if args.loaders and "loader" not in cfg.data:
             parser.error(f"--loaders needs a data set read from image files (imagenet, pets, imagenette), not data={cfg.data.name}")
         rates = {}

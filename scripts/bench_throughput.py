@@ -23,25 +23,23 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import gnrepro.config  # noqa: E402,F401  (registers the run_name resolver)
+from bench_input_pipeline import _fmt, build_train_loader, compose_train, pipeline_rate  # noqa: E402
 from gnrepro.build import build_model  # noqa: E402
-from gnrepro.engine import train_one_epoch  # noqa: E402
-from gnrepro.execution import PRECISIONS, Execution, resolve_cudnn_benchmark  # noqa: E402
+from gnrepro.data.base import normalize_uint8  # noqa: E402
+from gnrepro.evaluate import pick_device  # noqa: E402
+from gnrepro.execution import PRECISIONS, build_execution, resolve_cudnn_benchmark  # noqa: E402
+from gnrepro.throughput import time_steps  # noqa: E402
 
 MODELS = ("resnet26", "resnet50", "resnet101")
 NORMS = ("bn", "gn", "gn_ws")
 CLASSES = 1000
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def sync(device: torch.device) -> None:
@@ -51,60 +49,41 @@ def sync(device: torch.device) -> None:
 
 def step_rate(cfg, device, precision: str, channels_last: bool, compiled: bool, batch: int, size: int,
               steps: int, warmup: int) -> float:
-    """Images/s of ``steps`` training steps after ``warmup`` steps, one fresh model per setting."""
+    """Images/s of ``steps`` training steps after ``warmup`` steps, one fresh model per setting,
+    executed as a run with these settings would be (``gnrepro.execution.build_execution``)."""
     torch.manual_seed(0)
     core = build_model(cfg, CLASSES, 3, workers=1)
-    execution = Execution(device, PRECISIONS[precision], channels_last, "default" if compiled else "off",
-                          torch.amp.GradScaler(device.type) if precision == "fp16" else None)
+    execution = build_execution(OmegaConf.merge(cfg, {"precision": precision, "channels_last": channels_last,
+                                                      "compile": "default" if compiled else "off"}), device)
     execution.place(core)
-    model = execution.compile(core)
     optimizer = torch.optim.SGD(core.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4, fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    images = torch.randn(batch, 3, size, size, device=device)
+    images = execution.images(torch.randn(batch, 3, size, size))
     targets = torch.randint(0, CLASSES, (batch,), device=device)
-
-    def run(n: int) -> None:
-        train_one_epoch(model, [(images, targets)] * n, optimizer, scheduler, device, epoch=1, progress=False,
-                        log_every=10**9, execution=execution)
-
-    run(warmup)
-    sync(device)
-    start = time.perf_counter()
-    run(steps)  # the epoch's final read waits for the device
-    sync(device)
-    return steps * batch / (time.perf_counter() - start)
+    return time_steps(execution.compile(core), optimizer, images, targets, steps, warmup, execution)
 
 
 def input_rate(device, batch: int, size: int, steps: int) -> float:
     """Images/s of the input side alone: uint8 batches (as decoded) to the device, then float and
-    normalized there (pinned host memory on CUDA)."""
+    normalized there as ``data.loader=pil_uint8`` does (pinned host memory on CUDA)."""
     host = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     if device.type == "cuda":
         host = host.pin_memory()
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1) * 255
-    out = None
-    for i in range(steps + 1):
-        if i == 1:
-            sync(device)
-            start = time.perf_counter()
-        out = (host.to(device, non_blocking=True).float() - mean) / std
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    normalize_uint8(host.to(device), mean, std)  # untimed: first-call overheads
     sync(device)
-    assert out is not None
+    start = time.perf_counter()
+    for _ in range(steps):
+        normalize_uint8(host.to(device, non_blocking=True), mean, std)
+    sync(device)
     return steps * batch / (time.perf_counter() - start)
 
 
 def loader_rate(overrides: list[str], steps: int) -> tuple[float, str]:
     """The real train loader of ``overrides`` alone (bench_input_pipeline's measurement)."""
-    from bench_input_pipeline import build_train_loader, pipeline_rate
-
     loader, cfg = build_train_loader(overrides)
     rate, _ = pipeline_rate(loader, steps)
     return rate, f"data={cfg.data.name} batch={cfg.batch} num_workers={cfg.data.get('num_workers', 0)}"
-
-
-def _fmt(rate: float) -> str:
-    return f"{rate:.1f}" if rate >= 100 else f"{rate:.3g}"
 
 
 def main(argv=None) -> int:
@@ -124,7 +103,7 @@ def main(argv=None) -> int:
                              "(e.g. data=imagenet data.root=/data/imagenet batch=64)")
     args = parser.parse_args(argv)
 
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     cuda = device.type == "cuda"
     batch, size = args.batch or (64 if cuda else 4), args.size or (224 if cuda else 32)
     steps, warmup = args.steps or (50 if cuda else 3), args.warmup if args.warmup is not None else (10 if cuda else 1)
@@ -135,7 +114,7 @@ def main(argv=None) -> int:
           f"torch {torch.__version__}")
     print(f"{'norm':<6} {'precision':<9} {'layout':<13} {'mode':<8} {'images/s':>10} {'ratio':>7}")
     for norm in args.norms:
-        cfg = compose_cfg([f"model={args.model}", f"norm={norm}", "workers=1", f"model.small_input={small_input}"])
+        cfg = compose_train([f"model={args.model}", f"norm={norm}", "workers=1", f"model.small_input={small_input}"])
         baseline = None
         for precision in args.precisions:
             for layout in args.layouts:
