@@ -41,6 +41,11 @@ class EpochMeter:
                 "train_images": self.seen, "train_seconds": self.seconds}
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of on-device sums: float64 where the device has it (MPS does not)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _no_other_process(flag: bool) -> bool:
     return flag
 
@@ -58,8 +63,7 @@ class EpochSums:
     def __init__(self, meter: EpochMeter, device: torch.device, epoch: int,
                  any_process: Callable[[bool], bool] = _no_other_process):
         self.meter, self.epoch, self.any_process = meter, epoch, any_process
-        real = torch.float32 if device.type == "mps" else torch.float64
-        self.loss_sum = torch.tensor(meter.loss_sum, dtype=real, device=device)
+        self.loss_sum = torch.tensor(meter.loss_sum, dtype=sum_dtype(device), device=device)
         self.wrong = torch.tensor(meter.wrong, dtype=torch.int64, device=device)
         self.first_bad = torch.tensor(-1, dtype=torch.int64, device=device)  # the step of the first non-finite loss
         self.bad_loss = torch.tensor(0.0, dtype=torch.float32, device=device)
@@ -166,7 +170,7 @@ def evaluation_sums(model, loader, device, *, top5: bool = False) -> dict:
     kept on the device and read once at the end."""
     model.eval()
     device = torch.device(device)
-    real = torch.float32 if device.type == "mps" else torch.float64
+    real = sum_dtype(device)
     loss_sum = torch.zeros((), dtype=real, device=device)
     wrong = torch.zeros((), dtype=torch.int64, device=device)
     wrong5 = torch.zeros((), dtype=torch.int64, device=device)

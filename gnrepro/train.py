@@ -56,8 +56,7 @@ def combine_train(meter: EpochMeter, procs: Processes) -> dict:
     """One epoch's training statistics over all processes (each saw its share of every step):
     the sums added once over processes, then divided."""
     loss_sum, wrong, seen = sum_over_processes([meter.loss_sum, meter.wrong, meter.seen], procs)
-    return {"train_loss": loss_sum / seen, "train_error": 100.0 * wrong / seen, "train_images": int(seen),
-            "train_seconds": meter.seconds}
+    return EpochMeter(loss_sum, int(wrong), int(seen), meter.steps, meter.seconds).summary()
 
 
 def combine_eval(sums: dict, procs: Processes) -> dict:

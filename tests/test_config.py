@@ -97,6 +97,11 @@ def test_resnet101_and_per_worker_bn_from_config(compose_cfg):
     ("epochs=0", "epochs must be a positive integer, got 0"),
     ("batch=abc", "batch must be a positive integer, got 'abc'"),
     ("optim.base_lr=-1", "optim.base_lr must be a finite number > 0"),
+    # the execution keys (gnrepro/execution.py)
+    ("precision=fp8", "precision must be one of fp32, bf16, fp16, got 'fp8'"),
+    ("compile=max", "compile must be one of off, default, reduce-overhead"),
+    ("log_every=0", "log_every must be a positive integer"),
+    ("channels_last=maybe", "channels_last must be true or false"),
 ])
 def test_validation_names_the_bad_value(compose_cfg, override, needle):
     with pytest.raises(ConfigError, match=needle):
