@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 from gnrepro.data.device_feed import LOADERS
 from gnrepro.errors import ConfigError, is_int
+from gnrepro.execution import COMPILE_MODES, PRECISIONS
 from gnrepro.norm_registry import NORM_KINDS, NORMS
 from gnrepro.weights.formats import FORMATS as WEIGHT_FORMATS
 
@@ -217,9 +218,9 @@ TOP = {
     "init_format": Choice(values=("auto", *WEIGHT_FORMATS)),
     # how a step executes (gnrepro/execution.py, gnrepro/engine.py); only precision changes results
     "log_every": Int(min=1, eg="50"),
-    "precision": Choice(values=("fp32", "bf16", "fp16")),
+    "precision": Choice(values=tuple(PRECISIONS)),
     "channels_last": Bool(),
-    "compile": Choice(values=("off", "default", "reduce-overhead")),
+    "compile": Choice(values=COMPILE_MODES),
     "cudnn_benchmark": Choice(values=("auto", True, False)),
 }
 
