@@ -18,6 +18,9 @@ from torch import nn
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("off", "default", "reduce-overhead")
+# The settings that change a step's speed, with the paper's defaults (fp32, NCHW, eager); a config
+# without a key (an older run record) executes as its default.
+DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": "off"}
 
 
 @dataclass
@@ -69,10 +72,9 @@ def resolve_cudnn_benchmark(value, deterministic: bool) -> bool:
 def build_execution(cfg, device: torch.device) -> Execution:
     """The run's ``Execution`` from its config; sets cuDNN's autotuning as a process-wide switch."""
     torch.backends.cudnn.benchmark = resolve_cudnn_benchmark(cfg.get("cudnn_benchmark", "auto"), cfg.deterministic)
-    precision = cfg.get("precision", "fp32")
+    precision, channels_last, compile_mode = (cfg.get(key, default) for key, default in DEFAULTS.items())
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    return Execution(device, PRECISIONS[precision], bool(cfg.get("channels_last", False)),
-                     cfg.get("compile", "off"), scaler)
+    return Execution(device, PRECISIONS[precision], bool(channels_last), compile_mode, scaler)
 
 
 def compiler_available() -> bool:

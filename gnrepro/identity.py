@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
+from gnrepro.execution import DEFAULTS as EXECUTION_DEFAULTS
 from gnrepro.norm_registry import NORM_KINDS, norm_tag
 from gnrepro.norms import DEFAULT_GROUPS
 
@@ -78,7 +79,8 @@ RUNTIME_KEYS = (
 # Keys added after runs were made, with the value that reproduces the runs made before them: a saved
 # config without the key is the same setting as one with this value.
 ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100, "norm.frozen": False,
-              "init": None, "init_format": "auto", "data.augment_val": 0, "precision": "fp32"}
+              "init": None, "init_format": "auto", "data.augment_val": 0,
+              "precision": EXECUTION_DEFAULTS["precision"]}
 
 
 def flatten(tree, prefix: str = "") -> dict:

@@ -20,13 +20,12 @@ from gnrepro.build import build_model
 from gnrepro.norm_registry import norm_tag
 from gnrepro.data.digits import NUM_CLASSES as DIGITS_CLASSES
 from gnrepro.engine import train_one_epoch
+from gnrepro.execution import DEFAULTS as EXECUTION_DEFAULTS
 from gnrepro.execution import build_execution
 from gnrepro.schedule import build_optimizer
 
 WARMUP_STEPS = 2  # not timed: allocator warm-up, cuDNN's algorithm choice, first-call overheads
 TIMED_STEPS = 5
-# The execution settings (gnrepro/execution.py) that change a step's speed, with their defaults.
-EXECUTION_KEYS = {"precision": "fp32", "channels_last": False, "compile": "off"}
 
 # Classes of each data set's classifier (the last layer's width; it barely changes a step's cost).
 CLASSES = {"imagenet": 1000, "pets": 37, "imagenette": 10, "cifar10": 10, "cifar100": 100, "digits": DIGITS_CLASSES}
@@ -54,10 +53,10 @@ def setting_of(cfg) -> Setting:
     classes = CLASSES[cfg.data.name]
     shape = (cfg.batch * cfg.workers, channels, size, size)
     parts = {name: OmegaConf.to_container(cfg[name], resolve=True) for name in ("model", "norm", "conv")}
-    execution = {key: cfg.get(key, default) for key, default in EXECUTION_KEYS.items()}
+    execution = {key: cfg.get(key, default) for key, default in EXECUTION_DEFAULTS.items()}
     key = json.dumps({**parts, **execution, "batch": cfg.batch, "workers": cfg.workers, "shape": shape,
                       "classes": classes}, sort_keys=True)
-    unusual = " ".join(f"{k}={v}" for k, v in execution.items() if v != EXECUTION_KEYS[k])
+    unusual = " ".join(f"{k}={v}" for k, v in execution.items() if v != EXECUTION_DEFAULTS[k])
     label = (f"{cfg.model.name} {norm_tag(cfg.norm, cfg.conv)} batch={cfg.batch} workers={cfg.workers} "
              f"input={channels}x{size}x{size} classes={classes}" + (f" {unusual}" if unusual else ""))
     return Setting(key, label, shape, classes)
