@@ -80,6 +80,7 @@ RUNTIME_KEYS = (
 # config without the key is the same setting as one with this value.
 ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100, "norm.frozen": False,
               "init": None, "init_format": "auto", "data.augment_val": 0,
+              "data.augment.contrast": 1.0, "data.augment.brightness": 0.0,
               "precision": EXECUTION_DEFAULTS["precision"]}
 
 

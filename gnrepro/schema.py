@@ -247,6 +247,8 @@ AUGMENT = {  # the digits proxy's per-image warp and noise (gnrepro/data/digits.
     "shear": Float(ge=0, eg="10"),
     "translate": Float(ge=0, eg="1"),
     "noise": Float(ge=0, eg="0.2"),
+    "contrast": Float(ge=1, eg="3"),
+    "brightness": Float(ge=0, eg="0.5"),
 }
 EVAL_STATS = {  # BN's statistics at evaluation (gnrepro/precise_bn.py)
     "eval_stats": Choice(values=("running", "precise")),
@@ -276,10 +278,10 @@ CIFAR = {**LOADER, "train_crop": Int(min=1), "crop_padding": Int(min=0)}
 GROUPS = {
     "model": Group(
         keys={"name": Str(), "depth": Int(min=1), "small_input": Bool()},
-        options={"resnet26": {}, "resnet50": {}, "resnet101": {},
+        options={"resnet14": {}, "resnet26": {}, "resnet50": {}, "resnet101": {},
                  "vgg16": {"arch": Choice(values=("vgg",)), "classifier_width": Int(min=1, eg="512"),
                            "pool_size": Int(min=1, eg="1"), "dropout": Float(ge=0, lt=1, eg="0.5")}},
-        fixed={"resnet26": {"depth": 26}, "resnet50": {"depth": 50}, "resnet101": {"depth": 101},
+        fixed={"resnet14": {"depth": 14}, "resnet26": {"depth": 26}, "resnet50": {"depth": 50}, "resnet101": {"depth": 101},
                "vgg16": {"depth": 16}},
     ),
     "norm": Group(

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from gnrepro.data import build_datasets, set_epoch
 from gnrepro.preflight import CONFIGS
 
-AUG = {"rotate": 15, "scale": 0.15, "shear": 10, "translate": 1, "noise": 0.2}
+AUG = {"rotate": 15, "scale": 0.15, "shear": 10, "translate": 1, "noise": 0.2, "contrast": 1, "brightness": 0}
 
 
 def digits_cfg(augment=AUG, **kw):
@@ -49,7 +49,7 @@ def test_dataloader_workers_and_subsets_see_the_same_augmentation():
 
 
 def test_zero_magnitudes_leave_the_unaugmented_images():
-    none = {k: 0 for k in AUG}
+    none = {**{k: 0 for k in AUG}, "contrast": 1}
     plain = build_datasets(digits_cfg(augment=None), seed=0)
     still = build_datasets(digits_cfg(augment=none), seed=0)
     idx = list(range(0, 1437, 97))
@@ -60,7 +60,7 @@ def test_zero_magnitudes_leave_the_unaugmented_images():
 def test_a_pure_rotation_matches_an_independent_rotation():
     """Rotation only (no noise): the warped digit equals scipy's rotation of the same image about
     its centre, away from the border where the two fill differently."""
-    cfg = digits_cfg(augment={"rotate": 15, "scale": 0, "shear": 0, "translate": 0, "noise": 0})
+    cfg = digits_cfg(augment={**{k: 0 for k in AUG}, "rotate": 15, "contrast": 1})
     aug = build_datasets(cfg, seed=0).train
     plain = build_datasets(digits_cfg(augment=None), seed=0).train
     index = 11
@@ -77,6 +77,7 @@ def test_a_pure_rotation_matches_an_independent_rotation():
 @pytest.mark.parametrize("key,value,expected", [
     ("rotate", -1, "a finite number >= 0"), ("noise", "nan", "a finite number >= 0"),
     ("scale", 1.0, "a finite number in [0, 1)"), ("shear", "true", "a finite number >= 0"),
+    ("contrast", 0.5, "a finite number >= 1"), ("brightness", -0.1, "a finite number >= 0"),
 ])
 def test_bad_magnitudes_are_refused_by_the_schema(compose_cfg, key, value, expected):
     from gnrepro.config import validate
@@ -111,3 +112,37 @@ def test_augmented_val_needs_the_augmentation(compose_cfg):
     with pytest.raises(ConfigError, match="data.augment_val=2 draws val copies .* but data.augment is null"):
         validate(compose_cfg("data.augment_val=2"))
     validate(compose_cfg("experiment=fig1_batch_size_proxy", "data.augment_val=2"))
+
+
+def test_exposure_jitter_is_a_per_image_gain_and_offset_of_the_ink():
+    """contrast/brightness: each image's ink is scaled by a gain log-uniform in [1/c, c] and shifted
+    by an offset uniform in [-b, b], before standardization; checked in float64 against the
+    unjittered warp of the same image with the same draws."""
+    exposure = {**{k: 0 for k in AUG}, "rotate": 15, "contrast": 3, "brightness": 0.3}
+    warp_only = {**exposure, "contrast": 1, "brightness": 0}
+    jit = build_datasets(digits_cfg(augment=exposure), seed=2).train
+    ref = build_datasets(digits_cfg(augment=warp_only), seed=2).train
+    gains, offsets = [], []
+    for index in (0, 9, 400, 1000):
+        g = jit.generator(index)
+        torch.rand(5, generator=g)  # the warp's draws come first
+        v = torch.rand(2, generator=g, dtype=torch.float32).double() * 2 - 1
+        gain, offset = 3.0 ** float(v[0]), float(v[1]) * 0.3
+        ink = ref[index][0].double() * ref.std + ref.mean
+        expected = (ink * gain + offset - jit.mean) / jit.std
+        torch.testing.assert_close(jit[index][0].double(), expected, rtol=0, atol=1e-5)
+        gains.append(gain), offsets.append(offset)
+    assert min(gains) < 1 < max(gains) and all(1 / 3 <= x <= 3 for x in gains)
+    assert all(abs(o) <= 0.3 for o in offsets) and len(set(offsets)) == len(offsets)
+
+
+def test_without_exposure_jitter_the_draws_are_the_earlier_protocols():
+    """contrast=1, brightness=0 draws nothing more: the warp and the noise of every image are the
+    ones runs made before the keys existed drew (their records stay reproducible)."""
+    train = build_datasets(digits_cfg(), seed=1).train
+    for index in (3, 77):
+        g = train.generator(index)
+        torch.rand(5, generator=g)
+        noise = torch.randn((1, 10, 10), generator=g)  # drawn right after the warp, as before
+        quiet = build_datasets(digits_cfg(augment={**AUG, "noise": 0}), seed=1).train
+        torch.testing.assert_close(train[index][0], quiet[index][0] + 0.2 * noise, rtol=0, atol=1e-6)

@@ -73,12 +73,15 @@ def test_per_worker_bn_reaches_every_layer():
     assert len(bns) == 53 and all(m.workers == 4 for m in bns)
 
 
-def test_resnet26_is_timms_resnet26_layout():
-    """The proxy's ResNet-26 (2-2-2-2 bottlenecks, the paper's widths) matches timm's resnet26
-    parameter for parameter, and gives the same outputs with the same weights."""
-    import timm
+@pytest.mark.parametrize("depth,blocks", [(26, [2, 2, 2, 2]), (14, [1, 1, 1, 1])])
+def test_proxy_resnets_are_timms_bottleneck_resnets(depth, blocks):
+    """The proxy's ResNet-26 (2-2-2-2 bottlenecks, the paper's widths; timm's resnet26) and ResNet-14
+    (1-1-1-1) match timm's bottleneck ResNet with those blocks parameter for parameter, and give the
+    same outputs with the same weights."""
+    from timm.models.resnet import Bottleneck as TimmBottleneck
+    from timm.models.resnet import ResNet as TimmResNet
 
-    ours, ref = make(26), timm.create_model("resnet26", pretrained=False)
+    ours, ref = make(depth), TimmResNet(TimmBottleneck, blocks)
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
     ref.load_state_dict(ours.state_dict())
     ours.eval(), ref.eval()

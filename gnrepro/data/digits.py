@@ -10,6 +10,12 @@ wins at every batch size. ImageNet (Sec. 4.1) is data-rich: the paper's RandomRe
 network a new view of each image in every epoch. A random affine warp plus pixel noise, drawn anew
 for every (seed, epoch, image), plays that role here (the pilots behind each magnitude and the
 rest of the proxy protocol: gnrepro/configs/proxy/digits.yaml).
+
+Why an exposure jitter (``contrast``, ``brightness``; off unless set): every digit is drawn with the
+same ink on the same background, so two digits' feature statistics are nearly the population's and
+BN's statistics over 2 images are barely noisier than over 32. Photos differ in exposure from image
+to image. A per-image gain and offset of the ink (issue 10's pilots, README "Proxy results") is the
+knob that tests whether that heterogeneity is what the proxy was missing.
 """
 from __future__ import annotations
 
@@ -30,8 +36,9 @@ VAL_SEED = 1_000_000_007  # seeds the augmented val copies (data.augment_val): o
 
 
 class AugmentedDigits(Dataset):
-    """Train images with a random affine warp (torchvision ``transforms.v2.functional.affine``)
-    and additive Gaussian noise, drawn from a generator seeded by (seed, epoch, index).
+    """Train images with a random affine warp (torchvision ``transforms.v2.functional.affine``),
+    optionally an exposure jitter (ink x gain + offset), and additive Gaussian noise, drawn from a
+    generator seeded by (seed, epoch, index).
 
     The magnitudes are checked by the config schema (``gnrepro.schema.AUGMENT``). The draw
     depends on nothing but those three numbers, so a run resumed mid-epoch, or images
@@ -44,6 +51,7 @@ class AugmentedDigits(Dataset):
         self.mean, self.std = mean, std
         self.rotate, self.scale, self.shear = float(aug.rotate), float(aug.scale), float(aug.shear)
         self.translate, self.noise = float(aug.translate), float(aug.noise)
+        self.contrast, self.brightness = float(aug.contrast), float(aug.brightness)
         self.seed = seed
         self._epoch = multiprocessing.get_context().Value("i", 1, lock=False)
 
@@ -69,6 +77,10 @@ class AugmentedDigits(Dataset):
             interpolation=InterpolationMode.BILINEAR,
             fill=0.0,
         )
+        if self.contrast != 1.0 or self.brightness:
+            # Drawn after the warp's five so that runs without exposure jitter keep their exact draws.
+            v = torch.rand(2, generator=g) * 2 - 1
+            image = image * self.contrast ** float(v[0]) + float(v[1]) * self.brightness
         image = (image - self.mean) / self.std
         if self.noise:
             image = image + self.noise * torch.randn(image.shape, generator=g)
