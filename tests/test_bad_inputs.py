@@ -34,7 +34,7 @@ def run_inprocess(monkeypatch, capsys, tmp_path, *overrides):
 
 
 CASES = {
-    "unknown model": (("model=resnet18",), "unknown model 'resnet18'; choose one of: resnet101, resnet26, resnet50, vgg16"),
+    "unknown model": (("model=resnet18",), "unknown model 'resnet18'; choose one of: resnet101, resnet14, resnet26, resnet50, vgg16"),
     "unknown norm": (("norm=xn",), f"unknown norm 'xn'; choose one of: {NORM_FILES}"),
     "unknown norm in a sweep": (("norm=bn,xn",), "unknown norm 'xn'"),
     "unknown data": (("data=mnist",), "unknown data 'mnist'; choose one of:"),
@@ -84,7 +84,7 @@ CASES = {
     "subset above the split": (("data.subset=100000",), "data.subset=100000 is more than the 1,437 train images"),
     "step larger than the split": (("batch=1000",), "one step needs batch*workers = 8000 images"),
     "negative loader workers": (("data.num_workers=-1",), "data.num_workers must be an integer >= 0"),
-    "model.name not its depth": (("model.name=resnet18",), "unknown model.name 'resnet18'; choose one of: resnet26, resnet50, resnet101, vgg16"),
+    "model.name not its depth": (("model.name=resnet18",), "unknown model.name 'resnet18'; choose one of: resnet14, resnet26, resnet50, resnet101, vgg16"),
     "model.name of another model": (("model.name=resnet101",), "model.name=resnet101 does not match model=resnet50"),
     "depth of another model": (("model.depth=101",), "model.depth=101 contradicts model.name=resnet50"),
     "data.name of another data set": (("data.name=cifar10",), "data.name=cifar10 does not match data=digits"),
