@@ -13,6 +13,7 @@ from gnrepro.data import build_datasets, set_epoch
 from gnrepro.preflight import CONFIGS
 
 AUG = {"rotate": 15, "scale": 0.15, "shear": 10, "translate": 1, "noise": 0.2, "contrast": 1, "brightness": 0}
+OFF = {**{k: 0 for k in AUG}, "contrast": 1}  # every magnitude at its no-op value (a gain range of 1 is no jitter)
 
 
 def digits_cfg(augment=AUG, **kw):
@@ -49,9 +50,8 @@ def test_dataloader_workers_and_subsets_see_the_same_augmentation():
 
 
 def test_zero_magnitudes_leave_the_unaugmented_images():
-    none = {**{k: 0 for k in AUG}, "contrast": 1}
     plain = build_datasets(digits_cfg(augment=None), seed=0)
-    still = build_datasets(digits_cfg(augment=none), seed=0)
+    still = build_datasets(digits_cfg(augment=OFF), seed=0)
     idx = list(range(0, 1437, 97))
     torch.testing.assert_close(images(still.train, idx), images(plain.train, idx), rtol=0, atol=1e-5)
     assert torch.equal(still.val.tensors[0], plain.val.tensors[0]), "validation images are never augmented"
@@ -60,7 +60,7 @@ def test_zero_magnitudes_leave_the_unaugmented_images():
 def test_a_pure_rotation_matches_an_independent_rotation():
     """Rotation only (no noise): the warped digit equals scipy's rotation of the same image about
     its centre, away from the border where the two fill differently."""
-    cfg = digits_cfg(augment={**{k: 0 for k in AUG}, "rotate": 15, "contrast": 1})
+    cfg = digits_cfg(augment={**OFF, "rotate": 15})
     aug = build_datasets(cfg, seed=0).train
     plain = build_datasets(digits_cfg(augment=None), seed=0).train
     index = 11
@@ -118,7 +118,7 @@ def test_exposure_jitter_is_a_per_image_gain_and_offset_of_the_ink():
     """contrast/brightness: each image's ink is scaled by a gain log-uniform in [1/c, c] and shifted
     by an offset uniform in [-b, b], before standardization; checked in float64 against the
     unjittered warp of the same image with the same draws."""
-    exposure = {**{k: 0 for k in AUG}, "rotate": 15, "contrast": 3, "brightness": 0.3}
+    exposure = {**OFF, "rotate": 15, "contrast": 3, "brightness": 0.3}
     warp_only = {**exposure, "contrast": 1, "brightness": 0}
     jit = build_datasets(digits_cfg(augment=exposure), seed=2).train
     ref = build_datasets(digits_cfg(augment=warp_only), seed=2).train
@@ -140,9 +140,9 @@ def test_without_exposure_jitter_the_draws_are_the_earlier_protocols():
     """contrast=1, brightness=0 draws nothing more: the warp and the noise of every image are the
     ones runs made before the keys existed drew (their records stay reproducible)."""
     train = build_datasets(digits_cfg(), seed=1).train
+    quiet = build_datasets(digits_cfg(augment={**AUG, "noise": 0}), seed=1).train
     for index in (3, 77):
         g = train.generator(index)
         torch.rand(5, generator=g)
         noise = torch.randn((1, 10, 10), generator=g)  # drawn right after the warp, as before
-        quiet = build_datasets(digits_cfg(augment={**AUG, "noise": 0}), seed=1).train
         torch.testing.assert_close(train[index][0], quiet[index][0] + 0.2 * noise, rtol=0, atol=1e-6)
