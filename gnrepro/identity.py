@@ -13,7 +13,10 @@ From it derive:
   same way (``canonical``), with ``ADDED_KEYS`` filling keys older run records lack.
 
 The hash covers base_lr, momentum, weight decay, the LR milestones and the warm-up: two presets
-that differ only in one of them never share a folder. The CPU proxy's protocol (always warm up, for
+that differ only in one of them never share a folder. It also covers the digits proxy's data protocol
+(``data_departures``): a ``data.augment`` other than the committed proxy's
+(gnrepro/configs/proxy/digits.yaml), or augmented val copies (``data.augment_val``), so a pilot
+with a stronger jitter never shares a folder or a report table with the committed sweep. The CPU proxy's protocol (always warm up, for
 2 epochs: gnrepro/configs/proxy/digits.yaml) departs from the paper's, so its runs carry a hash; the
 committed ones were renamed to it when the warm-up joined the hash (2026-11-29). The pilots under
 results/pilots were filed by hand under the pilot's name.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -84,6 +88,12 @@ ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100, "norm.f
               "precision": EXECUTION_DEFAULTS["precision"]}
 
 
+# The committed proxy protocol's augmentation, read from its preset (defined there, once): the
+# reference a run's data.augment is hashed against, as its optimizer is against the paper's.
+PROXY_AUGMENT = OmegaConf.to_container(
+    OmegaConf.load(Path(__file__).parent / "configs/proxy/digits.yaml").data.augment)
+
+
 def flatten(tree, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     if isinstance(tree, dict):
@@ -121,15 +131,35 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def protocol_hash(optim) -> str:
-    """``h`` + 6 hex digits of the optimizer settings that depart from the paper's, or "" if none
-    does (or ``optim`` is unknown: a run record without it)."""
+def data_departures(data) -> dict:
+    """``{"data.augment.<key>": value}`` for each augmentation value that departs from the committed
+    proxy's (``PROXY_AUGMENT``; a key older records lack takes its ``ADDED_KEYS`` value), plus
+    ``data.augment_val`` when val images are scored on augmented copies. A data set without
+    augmentation (``data.augment`` null or absent: the plain data set) departs from nothing."""
+    data = _plain(data) or {}
+    changed = {}
+    augment = data.get("augment")
+    if isinstance(augment, dict):
+        for key, reference in PROXY_AUGMENT.items():
+            value = augment.get(key, ADDED_KEYS.get(f"data.augment.{key}", reference))
+            if value != reference:
+                changed[f"data.augment.{key}"] = value
+    if data.get("augment_val"):
+        changed["data.augment_val"] = data["augment_val"]
+    return changed
+
+
+def protocol_hash(optim, data=None) -> str:
+    """``h`` + 6 hex digits of the optimizer settings that depart from the paper's and the data
+    settings that depart from the committed proxy's (``data_departures``), or "" if none does
+    (``optim`` unknown: a run record without it)."""
     optim = _plain(optim) or {}
     changed = {}
     for key, paper in PAPER.items():
         value = optim.get(key.split(".", 1)[1], paper)
         if value != paper:
             changed[key] = value
+    changed.update(data_departures(data))
     if not changed:
         return ""
     return "h" + hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:6]
@@ -149,12 +179,13 @@ def precision_tag(precision) -> str:
 
 
 def run_name(data: str, model: str, norm, conv, batch, workers, epochs, seed, init=None, optim=None,
-             precision=None) -> str:
+             precision=None, data_cfg=None) -> str:
     """``<data>_<model>/<norm>_b<batch>x<workers>_e<epochs>_s<seed>[_from-<init>][_bf16|_fp16][_h<hash>]``:
     one folder per setting; a fine-tuned run never shares a folder with a run from scratch, nor a
-    bf16/fp16 run with an fp32 one, nor a run with another optimizer protocol (``protocol_hash``)
-    with one under the paper's."""
-    suffix = protocol_hash(optim)
+    bf16/fp16 run with an fp32 one, nor a run with another optimizer or data protocol
+    (``protocol_hash`` of ``optim`` and ``data_cfg``, the whole data node) with one under the
+    reference protocol."""
+    suffix = protocol_hash(optim, data_cfg)
     return (f"{data}_{model}/{norm_tag(norm, conv)}_b{batch}x{workers}_e{epochs}_s{seed}{init_tag(init)}"
             + precision_tag(precision) + (f"_{suffix}" if suffix else ""))
 

@@ -134,7 +134,7 @@ def protocol_name(key: dict) -> str:
         name += "_finetuned"
     if key.get("precision", "fp32") != "fp32":  # bf16/fp16 runs: never in an fp32 table (gnrepro.identity)
         name += f"_{key['precision']}"
-    if key.get("protocol"):  # a non-paper optimizer protocol (gnrepro.identity.protocol_hash)
+    if key.get("protocol"):  # a non-paper optimizer or non-proxy data protocol (gnrepro.identity.protocol_hash)
         name += f"_{key['protocol']}"
     return name
 

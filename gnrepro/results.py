@@ -73,7 +73,7 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
             "image_size": data.get("image_size"),
             "pretrained": bool(summary.get("init", cfg.get("init"))),
             "precision": cfg.get("precision", "fp32"),
-            "protocol": protocol_hash(cfg.get("optim")),
+            "protocol": protocol_hash(cfg.get("optim"), data),
             "final_error": summary.get("final_error") if status.status == runfiles.COMPLETE else None,
             "epochs_done": len(metrics),
             "error": status.reason or summary.get("error"),

@@ -2,11 +2,13 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
 from conftest import compose_train
 from fake_runs import fake_run
 from gnrepro import plan, runfiles
-from gnrepro.identity import PAPER, RUNTIME_KEYS, SETTINGS, is_runtime, protocol_hash, run_name
+from gnrepro.identity import PAPER, PROXY_AUGMENT, RUNTIME_KEYS, SETTINGS, is_runtime, protocol_hash, run_name
 from gnrepro.results import PROTOCOL, load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _name(cfg) -> str:
     return run_name(cfg["data"]["name"], cfg["model"]["name"], cfg["norm"], cfg["conv"], cfg["batch"], cfg["workers"],
-                    cfg["epochs"], cfg["seed"], cfg.get("init"), cfg.get("optim"), cfg.get("precision"))
+                    cfg["epochs"], cfg["seed"], cfg.get("init"), cfg.get("optim"), cfg.get("precision"), cfg.get("data"))
 
 
 def test_every_committed_run_record_keeps_its_folder_name():
@@ -37,6 +39,28 @@ def test_the_paper_protocol_has_no_hash_and_any_departure_gets_its_own_folder(co
     suffix = "_s0_" + protocol_hash({"base_lr": 0.05})
     assert hydra_cfg.run.dir.endswith(suffix) and hydra_cfg.sweep.subdir.endswith(suffix)  # train.yaml passes optim
     assert protocol_hash({"base_lr": 0.1, "weight_decay": 0.0001}) == ""  # the paper's values written out
+
+
+def test_a_proxy_run_with_another_augmentation_gets_its_own_folder_and_report_group(tmp_path):
+    """A pilot that changes the proxy's data protocol (a stronger jitter, augmented val copies) never
+    shares a folder or a report table with the committed sweep; the committed sweep keeps its name."""
+    proxy = ("experiment=fig1_batch_size_proxy",)
+    assert compose_train(*proxy).data.augment == PROXY_AUGMENT  # the reference is the preset's own
+    changes = [(), ("data.augment.contrast=3",), ("data.augment.brightness=0.3",), ("data.augment.noise=1.0",),
+               ("data.augment.rotate=0",), ("data.augment_val=4",), ("data.augment.contrast=3", "data.augment_val=4")]
+    dirs = [compose_train(*proxy, *c, hydra=True).hydra.run.dir for c in changes]
+    assert len(set(dirs)) == len(changes)
+    assert dirs[0].endswith("_s0_" + protocol_hash(compose_train(*proxy).optim))  # the committed proxy: optimizer only
+    same = compose_train(*proxy, "data.augment.contrast=1.0", "data.augment.noise=0.2", hydra=True).hydra.run.dir
+    assert same == dirs[0]  # the reference values written out (1.0 for the preset's 1) are no departure
+    assert compose_train("data.augment=null", hydra=True).hydra.run.dir.endswith("_s0")  # the plain data set
+    for seed, change in enumerate(changes[:2]):  # the report: one table per protocol
+        cfg = compose_train(*proxy, *change)
+        record = fake_run(tmp_path, data="digits", norm="bn", batch=32, seed=seed) / "config.yaml"
+        saved = yaml.safe_load(record.read_text())
+        saved.update(data=OmegaConf.to_container(cfg.data), optim=OmegaConf.to_container(cfg.optim))
+        record.write_text(yaml.safe_dump(saved))
+    assert load_runs(tmp_path).protocol.nunique() == 2
 
 
 def test_lower_precision_runs_get_their_own_folder_and_report_group(tmp_path):
