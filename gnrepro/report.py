@@ -102,12 +102,19 @@ def load_published(path: Path = PUBLISHED) -> pd.DataFrame:
     return df
 
 
+def reference_model(pub: pd.DataFrame, model: str) -> str:
+    """The paper's model a run is compared with: its own where the paper has it (ResNet-50/101),
+    else ResNet-50, the paper's model for every table (a proxy's reduced-depth ResNet-26/14)."""
+    return model if model in set(pub.model) else "resnet50"
+
+
 def published_value(pub: pd.DataFrame, table: Table, model: str, tag: str, batch: int) -> float | None:
-    """The paper's ImageNet number for this cell, matched on (model, norm, groups or C/G, images/worker)."""
+    """The paper's ImageNet number for this cell, matched on (model, norm, groups or C/G, images/worker);
+    ``model`` through ``reference_model``."""
     if table.experiment is None:
         return None
     experiments = [table.experiment] if isinstance(table.experiment, str) else list(table.experiment)
-    hit = pub[pub.experiment.isin(experiments) & (pub.dataset == "imagenet") & (pub.model == model)
+    hit = pub[pub.experiment.isin(experiments) & (pub.dataset == "imagenet") & (pub.model == reference_model(pub, model))
               & (pub.norm_tag == tag) & (pub.images_per_worker == batch)]
     return float(hit.top1_error_pct.iloc[0]) if len(hit) else None
 
@@ -171,14 +178,14 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
     return pd.DataFrame(out) if out else None
 
 
-def caption(table: Table, key: dict) -> str:
+def caption(table: Table, key: dict, pub: pd.DataFrame) -> str:
     proto = f"{key['workers']} workers, {key['epochs']} epochs" + (
         f", {key['subset']}-image train subset" if key["subset"] not in ("-", None) else "")
     head = f"{table.title} -- {key['model']}, {key['data']}, {proto}"
     if is_proxy(key["data"]):
         return (f"PROXY ({key['data']}), not ImageNet. {head}. Top-1 val error (%), median of the final "
-                "epochs, mean/std over seeds. The published column is the paper's ImageNet number, a reference "
-                "for the trend only; the values are not comparable.")
+                "epochs, mean/std over seeds. The published column is the paper's ImageNet number "
+                f"({reference_model(pub, key['model'])}), a reference for the trend only; the values are not comparable.")
     return f"{head}. Top-1 val error (%), median of the final 5 epochs, mean/std over seeds; difference = reproduced - published."
 
 
@@ -346,7 +353,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
             if df is None:
                 continue
             stem = gdir / table.name
-            write_table(df, caption(table, key), stem)
+            write_table(df, caption(table, key, pub), stem)
             written += [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
             index.append(f"- [{table.title}]({gdir.name}/{table.name}.md)")
             if table.name.startswith("table3") and df["reproduced mean"].notna().any():

@@ -140,3 +140,19 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(tmp_path.rglob("summary.json"))) == 2
+
+
+def test_a_reduced_depth_proxy_is_set_beside_the_papers_resnet50_numbers(tmp_path):
+    """The proxies' ResNet-26/14 have no published row of their own: their reference column is the
+    paper's ResNet-50 (the model of every table), read from results/paper/published_results.csv."""
+    pub = pd.read_csv(Path(__file__).resolve().parents[1] / "results/paper/published_results.csv")
+    for model in ("resnet26", "resnet14"):
+        for norm in ("bn", "gn"):
+            fake_run(tmp_path / "runs", data="digits", model=model, norm=norm, batch=32, workers=1, epochs=8)
+    build_report(tmp_path / "runs", tmp_path / "out")
+    paper = pub[(pub.experiment == "norms_at_32") & (pub.model == "resnet50")].set_index("norm").top1_error_pct
+    for model in ("resnet26", "resnet14"):
+        t1 = pd.read_csv(tmp_path / "out" / f"digits_{model}_w1_e8" / "table1_norms.csv")
+        assert list(t1.norm) == ["BN", "GN"]
+        assert list(t1["published ImageNet (reference only)"]) == [paper["bn"], paper["gn"]]
+        assert "(resnet50)" in (tmp_path / "out" / f"digits_{model}_w1_e8" / "table1_norms.md").read_text()
