@@ -13,13 +13,13 @@ From it derive:
   same way (``canonical``), with ``ADDED_KEYS`` filling keys older run records lack.
 
 The hash covers base_lr, momentum, weight decay, the LR milestones and the warm-up: two presets
-that differ only in one of them never share a folder. It also covers the digits proxy's data protocol
-(``data_departures``): a ``data.augment`` other than the committed proxy's
+that differ only in one of them never share a folder. It also covers the digits proxy's data
+protocol (``data_departures``): a ``data.augment`` other than the committed proxy's
 (gnrepro/configs/proxy/digits.yaml), or augmented val copies (``data.augment_val``), so a pilot
-with a stronger jitter never shares a folder or a report table with the committed sweep. The CPU proxy's protocol (always warm up, for
-2 epochs: gnrepro/configs/proxy/digits.yaml) departs from the paper's, so its runs carry a hash; the
-committed ones were renamed to it when the warm-up joined the hash (2026-11-29). The pilots under
-results/pilots were filed by hand under the pilot's name.
+with a stronger jitter never shares a folder or a report table with the committed sweep. The CPU
+proxy's protocol (always warm up, for 2 epochs: gnrepro/configs/proxy/digits.yaml) departs from the
+paper's, so its runs carry a hash; the committed ones were renamed to it when the warm-up joined the
+hash (2026-11-29). The pilots under results/pilots were filed by hand under the pilot's name.
 """
 from __future__ import annotations
 

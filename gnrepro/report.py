@@ -110,11 +110,11 @@ def reference_model(pub: pd.DataFrame, model: str) -> str:
 
 def published_value(pub: pd.DataFrame, table: Table, model: str, tag: str, batch: int) -> float | None:
     """The paper's ImageNet number for this cell, matched on (model, norm, groups or C/G, images/worker);
-    ``model`` through ``reference_model``."""
+    ``model`` is the paper's (``reference_model``)."""
     if table.experiment is None:
         return None
     experiments = [table.experiment] if isinstance(table.experiment, str) else list(table.experiment)
-    hit = pub[pub.experiment.isin(experiments) & (pub.dataset == "imagenet") & (pub.model == reference_model(pub, model))
+    hit = pub[pub.experiment.isin(experiments) & (pub.dataset == "imagenet") & (pub.model == model)
               & (pub.norm_tag == tag) & (pub.images_per_worker == batch)]
     return float(hit.top1_error_pct.iloc[0]) if len(hit) else None
 
@@ -157,6 +157,7 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
         return None
     proxy = is_proxy(key["data"])
     pub_col = "published ImageNet (reference only)" if proxy else "published"
+    paper_model = reference_model(pub, key["model"])
     out = []
     for tag, batch in table.rows:
         sel = runs[(runs.norm_tag == tag) & (runs.batch == batch)]
@@ -165,7 +166,7 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
             continue
         mean = done.mean() if len(done) else math.nan
         std = done.std(ddof=1) if len(done) > 1 else math.nan
-        p = published_value(pub, table, key["model"], tag, batch)
+        p = published_value(pub, table, paper_model, tag, batch)
         row = {"norm": norm_label(tag)}
         if table.setting != "norm":
             row[table.setting] = setting_value(table, tag, batch)
