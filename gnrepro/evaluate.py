@@ -21,13 +21,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from gnrepro import published_checks, schema
-from gnrepro.build import build_model
+from gnrepro.runs import published_checks
+from gnrepro.settings import schema
+from gnrepro.models.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.data.device_feed import feed
-from gnrepro.engine import evaluate
+from gnrepro.engine.loop import evaluate
 from gnrepro.errors import EXIT_USER, ConfigError, error_line
-from gnrepro.preflight import CONFIGS, check_command_line, check_composes
+from gnrepro.settings.preflight import CONFIGS, check_command_line, check_composes
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 

@@ -7,7 +7,7 @@ folder, its status on disk (complete / failed / partial / pending), the images i
 and no data is read. The paper's sweeps are listed in Sec. 4.1 (Tables 1-3, Figure 1).
 
 ``--throughput measure`` times a few training steps of every distinct setting of the sweep (model,
-norm, batch, workers, input) on this machine's device (gnrepro/throughput.py) and costs each run at
+norm, batch, workers, input) on this machine's device (gnrepro/engine/throughput.py) and costs each run at
 its own measured rate, instead of one assumed number: small batches cost more per image.
 """
 from __future__ import annotations
@@ -17,14 +17,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import gnrepro.config  # noqa: F401  (registers the run_name resolver used by hydra.sweep.subdir)
+import gnrepro.settings.validate  # noqa: F401  (registers the run_name resolver used by hydra.sweep.subdir)
 from gnrepro import runfiles
 from gnrepro.data import train_images
-import gnrepro.throughput
+import gnrepro.engine.throughput
 from gnrepro.errors import EXIT_USER, ArgumentParser, ConfigError, error_line
 from gnrepro.evaluate import pick_device
-from gnrepro.norm_registry import norm_tag
-from gnrepro.preflight import check_command_line, check_jobs, job_config, sweep_jobs
+from gnrepro.layers.norm_registry import norm_tag
+from gnrepro.settings.preflight import check_command_line, check_jobs, job_config, sweep_jobs
 
 MEASURE = "measure"  # --throughput measure: time each setting here instead of assuming a number
 
@@ -61,7 +61,7 @@ def plan(overrides: list[str], throughput: float | str = DEFAULT_THROUGHPUT, roo
 
     ``throughput``: images/s of ResNet-50 (ResNet-101 at 0.6x), or ``"measure"``: each distinct
     setting timed on this machine's device (``steps`` timed steps each, default
-    gnrepro.throughput.TIMED_STEPS); ``measured`` (a dict) then receives ``{label: images/s}``.
+    gnrepro.engine.throughput.TIMED_STEPS); ``measured`` (a dict) then receives ``{label: images/s}``.
     """
     root = Path.cwd() if root is None else Path(root)
     runs = []
@@ -78,11 +78,11 @@ def plan(overrides: list[str], throughput: float | str = DEFAULT_THROUGHPUT, roo
         images = cfg.epochs * n_train if n_train else 0
         label = ""
         if throughput == MEASURE:
-            setting, device = gnrepro.throughput.setting_of(cfg), pick_device(cfg.device)
+            setting, device = gnrepro.engine.throughput.setting_of(cfg), pick_device(cfg.device)
             label = f"{setting.label} on {device}"
             if (setting.key, device) not in rates:
-                rates[setting.key, device] = gnrepro.throughput.measure(
-                    cfg, device, steps=steps or gnrepro.throughput.TIMED_STEPS)
+                rates[setting.key, device] = gnrepro.engine.throughput.measure(
+                    cfg, device, steps=steps or gnrepro.engine.throughput.TIMED_STEPS)
                 if measured is not None:
                     measured[label] = rates[setting.key, device]
             rate = rates[setting.key, device]
@@ -99,7 +99,7 @@ def plan(overrides: list[str], throughput: float | str = DEFAULT_THROUGHPUT, roo
 
 def format_measured(measured: dict[str, float]) -> str:
     """The table of measured settings and their images/s."""
-    lines = [f"measured here ({gnrepro.throughput.WARMUP_STEPS} warm-up + {gnrepro.throughput.TIMED_STEPS} timed "
+    lines = [f"measured here ({gnrepro.engine.throughput.WARMUP_STEPS} warm-up + {gnrepro.engine.throughput.TIMED_STEPS} timed "
              f"training steps on synthetic input per setting):", f"{'images/s':>10}  setting"]
     lines += [f"{rate:>10.1f}  {label}" for label, rate in measured.items()]
     return "\n".join(lines)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="the same overrides as python -m gnrepro.train -m ...")
     ap.add_argument("--throughput", default=str(DEFAULT_THROUGHPUT),
                     help=f"training images/s of one GPU on ResNet-50 (default {DEFAULT_THROUGHPUT:g}), or 'measure': "
-                         f"time {gnrepro.throughput.TIMED_STEPS} steps of every distinct setting on this machine's device")
+                         f"time {gnrepro.engine.throughput.TIMED_STEPS} steps of every distinct setting on this machine's device")
     args = ap.parse_args(argv)
     measured: dict[str, float] = {}
     try:

@@ -27,17 +27,17 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from gnrepro import published_checks  # noqa: E402
+from gnrepro.runs import published_checks  # noqa: E402
 from gnrepro.errors import EXIT_USER, ArgumentParser, error_line  # noqa: E402
-from gnrepro.norm_registry import (  # noqa: E402
+from gnrepro.layers.norm_registry import (  # noqa: E402
     GROUP_OPTIONS,
     NORM_KINDS,
     norm_label,
     norm_tag,
     preset,
 )
-from gnrepro.probe import FILE as PROBE_FILE  # noqa: E402
-from gnrepro.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
+from gnrepro.engine.probe import FILE as PROBE_FILE  # noqa: E402
+from gnrepro.runs.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 from gnrepro.runfiles import COMPLETE, DAMAGED, read_jsonl  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
@@ -139,9 +139,9 @@ def protocol_name(key: dict) -> str:
         name += f"_sub{key['subset']}"
     if key.get("pretrained"):
         name += "_finetuned"
-    if key.get("precision", "fp32") != "fp32":  # bf16/fp16 runs: never in an fp32 table (gnrepro.identity)
+    if key.get("precision", "fp32") != "fp32":  # bf16/fp16 runs: never in an fp32 table (gnrepro.runs.identity)
         name += f"_{key['precision']}"
-    if key.get("protocol"):  # a non-paper optimizer or non-proxy data protocol (gnrepro.identity.protocol_hash)
+    if key.get("protocol"):  # a non-paper optimizer or non-proxy data protocol (gnrepro.runs.identity.protocol_hash)
         name += f"_{key['protocol']}"
     return name
 

@@ -33,7 +33,7 @@ FIXES = {  # what to do about a damaged file, by name
     CHECKPOINT: "delete it to restart the run from scratch",
 }
 
-# The status of a run folder: the one vocabulary of plan, report (gnrepro.results) and resume.
+# The status of a run folder: the one vocabulary of plan, report (gnrepro.runs.results) and resume.
 COMPLETE = "complete"  # finished: summary.json holds the result
 FAILED = "failed"      # finished: summary.json says why (non-finite loss or weights)
 PARTIAL = "partial"    # epochs recorded (metrics.jsonl) but no summary: interrupted, or still running

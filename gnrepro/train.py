@@ -2,7 +2,7 @@
 
 The run's result is the median top-1 validation error of the final 5 epochs, as reported in the
 paper. Everything the run produces lands in one folder named by its settings (see
-``gnrepro.identity.run_name``): the resolved config, one JSON line of metrics per epoch, the
+``gnrepro.runs.identity.run_name``): the resolved config, one JSON line of metrics per epoch, the
 summary and the last checkpoint.
 
 Runs survive interruption: relaunching the same command resumes from ``last.pt`` (model,
@@ -29,25 +29,27 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Subset
 
-from gnrepro import checkpoint, finetune, runfiles
-from gnrepro.build import build_model
-from gnrepro.checkpoint import restore_meter, seed_everything  # noqa: F401  (restore_meter: used by tests)
-from gnrepro.config import validate
+from gnrepro.engine import checkpoint
+from gnrepro.weights import finetune
+from gnrepro import runfiles
+from gnrepro.models.build import build_model
+from gnrepro.engine.checkpoint import restore_meter, seed_everything  # noqa: F401  (restore_meter: used by tests)
+from gnrepro.settings.validate import validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
-from gnrepro.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
+from gnrepro.engine.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
                                  launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
-from gnrepro.engine import DivergedError, EpochMeter, EpochSums, evaluation_means, evaluation_sums, train_one_epoch
+from gnrepro.engine.loop import DivergedError, EpochMeter, EpochSums, evaluation_means, evaluation_sums, train_one_epoch
 from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, error_line
-from gnrepro.execution import Execution, build_execution
-from gnrepro.loggers import build_logger
-from gnrepro.norm_registry import norm_tag
-from gnrepro.precise_bn import evaluation_statistics
-from gnrepro.preemption import Preempted, PreemptionSignals
-from gnrepro.preflight import CONFIGS, check_command_line, check_jobs
-from gnrepro.probe import attach_probe
-from gnrepro.resume import RunState, previous_state
-from gnrepro.sampling import StepBatchSampler
-from gnrepro.schedule import build_optimizer, build_scheduler
+from gnrepro.engine.execution import Execution, build_execution
+from gnrepro.engine.loggers import build_logger
+from gnrepro.layers.norm_registry import norm_tag
+from gnrepro.layers.precise_bn import evaluation_statistics
+from gnrepro.engine.preemption import Preempted, PreemptionSignals
+from gnrepro.settings.preflight import CONFIGS, check_command_line, check_jobs
+from gnrepro.engine.probe import attach_probe
+from gnrepro.runs.resume import RunState, previous_state
+from gnrepro.data.sampling import StepBatchSampler
+from gnrepro.engine.schedule import build_optimizer, build_scheduler
 
 log = logging.getLogger("gnrepro")
 

@@ -24,9 +24,9 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the gnrepro package and the sibl
 
 from bench_per_worker_bn import alternating_medians, step_time  # noqa: E402
 
-from gnrepro.convs import build_conv  # noqa: E402
-from gnrepro.norm_registry import build_norm  # noqa: E402
-from gnrepro.resnet import ResNet  # noqa: E402
+from gnrepro.layers.convs import build_conv  # noqa: E402
+from gnrepro.layers.norm_registry import build_norm  # noqa: E402
+from gnrepro.models.resnet import ResNet  # noqa: E402
 
 
 def threads_step(threads: int, model, opt, x, y) -> float:

@@ -38,13 +38,13 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import gnrepro.config  # noqa: E402,F401  (registers the run_name resolver)
-from gnrepro.build import build_model  # noqa: E402
+import gnrepro.settings.validate  # noqa: E402,F401  (registers the run_name resolver)
+from gnrepro.models.build import build_model  # noqa: E402
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train  # noqa: E402
 from gnrepro.data.device_feed import LOADERS  # noqa: E402
 from gnrepro.evaluate import pick_device  # noqa: E402
-from gnrepro.sampling import StepBatchSampler  # noqa: E402
-from gnrepro.throughput import time_steps  # noqa: E402
+from gnrepro.data.sampling import StepBatchSampler  # noqa: E402
+from gnrepro.engine.throughput import time_steps  # noqa: E402
 
 
 def pipeline_rate(loader, steps: int) -> tuple[float, int]:

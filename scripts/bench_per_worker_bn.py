@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gnrepro.convs import build_conv  # noqa: E402
-from gnrepro.norm_registry import build_norm  # noqa: E402
-from gnrepro.resnet import ResNet  # noqa: E402
+from gnrepro.layers.convs import build_conv  # noqa: E402
+from gnrepro.layers.norm_registry import build_norm  # noqa: E402
+from gnrepro.models.resnet import ResNet  # noqa: E402
 
 
 def step_time(model, opt, x, y, device) -> float:

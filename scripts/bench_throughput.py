@@ -2,7 +2,7 @@
 
 For each norm (bn, gn, gn_ws) and each combination of precision (fp32 | bf16 | fp16), memory
 layout (nchw | channels_last) and mode (eager | compiled), time full training steps (forward,
-loss, backward, fused SGD, through ``gnrepro.engine.train_one_epoch`` itself: the sync-free loop)
+loss, backward, fused SGD, through ``gnrepro.engine.loop.train_one_epoch`` itself: the sync-free loop)
 on synthetic device tensors, and print images/s with the ratio to the fp32 / nchw / eager row of
 the same norm measured in the same run. A last row times the input side alone: uint8 batches
 copied to the device and normalized there; ``--loader`` adds the real train loader of the
@@ -29,13 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import gnrepro.config  # noqa: E402,F401  (registers the run_name resolver)
+import gnrepro.settings.validate  # noqa: E402,F401  (registers the run_name resolver)
 from bench_input_pipeline import _fmt, build_train_loader, compose_train, pipeline_rate  # noqa: E402
-from gnrepro.build import build_model  # noqa: E402
+from gnrepro.models.build import build_model  # noqa: E402
 from gnrepro.data.base import normalize_uint8  # noqa: E402
 from gnrepro.evaluate import pick_device  # noqa: E402
-from gnrepro.execution import PRECISIONS, build_execution, resolve_cudnn_benchmark  # noqa: E402
-from gnrepro.throughput import time_steps  # noqa: E402
+from gnrepro.engine.execution import PRECISIONS, build_execution, resolve_cudnn_benchmark  # noqa: E402
+from gnrepro.engine.throughput import time_steps  # noqa: E402
 
 MODELS = ("resnet26", "resnet50", "resnet101")
 NORMS = ("bn", "gn", "gn_ws")
@@ -50,7 +50,7 @@ def sync(device: torch.device) -> None:
 def step_rate(cfg, device, precision: str, channels_last: bool, compiled: bool, batch: int, size: int,
               steps: int, warmup: int) -> float:
     """Images/s of ``steps`` training steps after ``warmup`` steps, one fresh model per setting,
-    executed as a run with these settings would be (``gnrepro.execution.build_execution``)."""
+    executed as a run with these settings would be (``gnrepro.engine.execution.build_execution``)."""
     torch.manual_seed(0)
     core = build_model(cfg, CLASSES, 3, workers=1)
     execution = build_execution(OmegaConf.merge(cfg, {"precision": precision, "channels_last": channels_last,

@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gnrepro.build import build_model  # noqa: E402
+from gnrepro.models.build import build_model  # noqa: E402
 from gnrepro.data import digits  # noqa: E402
-from gnrepro.engine import evaluate  # noqa: E402
+from gnrepro.engine.loop import evaluate  # noqa: E402
 from gnrepro.runfiles import load_checkpoint, read_config  # noqa: E402
 
 

@@ -8,8 +8,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import gnrepro.config  # noqa: F401  (registers the run_name resolver)
-from gnrepro.preflight import CONFIGS
+import gnrepro.settings.validate  # noqa: F401  (registers the run_name resolver)
+from gnrepro.settings.preflight import CONFIGS
 
 # The configs every test composes from: the package's own (gnrepro/configs), as the trainer finds them.
 

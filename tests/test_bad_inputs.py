@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from gnrepro import plan, report, runfiles, train
 from gnrepro.data import fake
-from gnrepro.preflight import CONFIGS, job_config
+from gnrepro.settings.preflight import CONFIGS, job_config
 
 # Hydra's own list of the norm group's files, which the error must name
 NORM_FILES = ", ".join(sorted(p.stem for p in (CONFIGS / "norm").glob("*.yaml")))
@@ -55,7 +55,7 @@ CASES = {
     "wandb online without credentials": (("logger=wandb", "logger.mode=online"),
                                          "logger.mode=online needs W&B credentials"),
     "subset < 1": (("data.subset=0",), "data.subset must be a positive integer, got 0"),
-    # every key's type, range and finiteness (gnrepro.schema)
+    # every key's type, range and finiteness (gnrepro.settings.schema)
     "negative seed": (("seed=-1",), "seed must be an integer in [0, 2147483647], got -1"),
     "infinite lr": (("optim.base_lr=inf",), "optim.base_lr must be a finite number > 0, got inf"),
     "nan lr": (("optim.base_lr=nan",), "optim.base_lr must be a finite number > 0, got nan"),
@@ -173,7 +173,7 @@ def test_bad_values_through_a_real_process(run_cli, tmp_path):
 
 
 def test_unusual_but_legal_values_are_explained_in_one_line(compose_cfg):
-    from gnrepro.config import validate
+    from gnrepro.settings.validate import validate
 
     notes = validate(compose_cfg("epochs=3"))
     assert notes == ["final_epochs=5 is more than epochs=3: the result is the median of all 3 epochs"]

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_every_test_named_in_the_protocol_table_exists():
     text = (ROOT / "docs" / "PROTOCOL.md").read_text()
-    named = re.findall(r"`?(test_\w+\.py)(?:::(\w+))?", text)
+    named = re.findall(r"`?((?:\w+/)?test_\w+\.py)(?:::(\w+))?", text)
     assert len(named) >= 15
     for file, test in named:
         path = ROOT / "tests" / file

@@ -6,10 +6,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from gnrepro.config import validate
-from gnrepro.norm_registry import norm_tag
+from gnrepro.settings.validate import validate
+from gnrepro.layers.norm_registry import norm_tag
 from gnrepro.plan import format_plan, plan
-from gnrepro.preflight import CONFIGS, sweep_jobs as expand
+from gnrepro.settings.preflight import CONFIGS, sweep_jobs as expand
 from gnrepro.runfiles import write_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,9 @@ import math
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-import gnrepro.throughput as speed
-from gnrepro import engine, plan
+import gnrepro.engine.throughput as speed
+from gnrepro.engine import loop as engine
+from gnrepro import plan
 
 SWEEP = ["experiment=table1_norms_proxy", "norm=bn,gn", "seed=0,1", "batch=2"]
 

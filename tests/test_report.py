@@ -11,7 +11,7 @@ import pytest
 
 from fake_runs import fake_paper, fake_run
 from gnrepro.report import build_report
-from gnrepro.results import load_runs
+from gnrepro.runs.results import load_runs
 
 # 2 norms x 2 batch sizes through the fig1 preset, shrunk to a few steps on digits.
 TINY = ["experiment=fig1_batch_size", "data=digits", "batch=4,2", "workers=2", "epochs=2", "data.subset=32",
@@ -121,7 +121,7 @@ def test_report_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out/imagenet_resnet50_w8_e100/table2_batch_size.md").is_file()
     out = subprocess.run([sys.executable, "-c", "import sys, gnrepro.report; print('gnrepro.train' in sys.modules,"
-                          " 'gnrepro.engine' in sys.modules)"], capture_output=True, text=True)
+                          " 'gnrepro.engine.loop' in sys.modules)"], capture_output=True, text=True)
     assert out.stdout.strip() == "False False"
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from fake_runs import fake_run
-from gnrepro.probe import FILE
+from gnrepro.engine.probe import FILE
 from gnrepro.report import build_report
-from gnrepro.results import load_runs
+from gnrepro.runs.results import load_runs
 from gnrepro.runfiles import write_jsonl
 
 

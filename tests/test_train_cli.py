@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from gnrepro.build import build_model
+from gnrepro.models.build import build_model
 from gnrepro.runfiles import load_checkpoint, read_jsonl
 
 QUICK = ("data.subset=96", "data.image_size=10", "eval_batch=512")

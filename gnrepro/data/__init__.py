@@ -77,7 +77,7 @@ def loader_options(cfg) -> dict:
     ``persistent_workers`` keeps worker processes (and their file handles) alive across epochs,
     which only applies when ``num_workers > 0``.
     """
-    workers = cfg.get("num_workers", 0)  # types and ranges: checked by gnrepro.schema
+    workers = cfg.get("num_workers", 0)  # types and ranges: checked by gnrepro.settings.schema
     pin = cfg.get("pin_memory", "auto")
     if pin == "auto":
         pin = torch.cuda.is_available()
@@ -94,7 +94,7 @@ def loader_options(cfg) -> dict:
 
 def build_loaders(splits: DataSplits, cfg, batch_sampler, eval_batch: int, device=None):
     """Train loader driven by ``batch_sampler`` (one list of indices per optimizer step, see
-    gnrepro.sampling) and a sequential val loader; with ``data.loader`` other than ``pil`` they
+    gnrepro.data.sampling) and a sequential val loader; with ``data.loader`` other than ``pil`` they
     yield batches already normalized on ``device`` (gnrepro/data/device_feed.py)."""
     common = loader_options(cfg)
     train = DataLoader(splits.train, batch_sampler=batch_sampler, **common)

@@ -40,7 +40,7 @@ class AugmentedDigits(Dataset):
     optionally an exposure jitter (ink x gain + offset), and additive Gaussian noise, drawn from a
     generator seeded by (seed, epoch, index).
 
-    The magnitudes are checked by the config schema (``gnrepro.schema.AUGMENT``). The draw
+    The magnitudes are checked by the config schema (``gnrepro.settings.schema.AUGMENT``). The draw
     depends on nothing but those three numbers, so a run resumed mid-epoch, or images
     served by DataLoader worker processes in any order, see exactly the same augmentation. The
     epoch lives in a shared value so worker processes read the current one.

@@ -14,7 +14,7 @@ Why torchvision.io and not NVIDIA DALI (the usual anchor for a fed GPU):
   NVIDIA's, ``pip install --extra-index-url https://pypi.nvidia.com nvidia-dali-cuda120``), is
   built per CUDA major version and would be one more thing to match to the driver;
 * DALI brings its own reader, shuffling and iterator: keeping our (seed, epoch) step order and the
-  per-worker BN interleaving (gnrepro/sampling.py) would mean feeding it through
+  per-worker BN interleaving (gnrepro/data/sampling.py) would mean feeding it through
   ``fn.external_source``, and its one-line bad-file errors (``data.skip_bad``) would have to be
   rebuilt; here the Dataset, the sampler and ImageFiles are unchanged;
 * the same code runs on the CPU (``decode_jpeg`` on CPU), so the tests check the crops on a machine

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from omegaconf import OmegaConf
 
 from gnrepro.errors import ConfigError
-from gnrepro.norm_registry import preset
+from gnrepro.layers.norm_registry import preset
 
 
 @dataclass(frozen=True)

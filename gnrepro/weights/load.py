@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from gnrepro.errors import ConfigError
-from gnrepro.norm_registry import NORM_KINDS
-from gnrepro.norms import DEFAULT_GROUPS
+from gnrepro.layers.norm_registry import NORM_KINDS
+from gnrepro.layers.norms import DEFAULT_GROUPS
 from gnrepro.weights import formats
 from gnrepro.weights.catalog import CATALOG, Released, lookup
 from gnrepro.weights.fetch import fetch, is_url

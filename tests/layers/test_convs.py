@@ -1,0 +1,33 @@
+"""Weight Standardization against its formula, in float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gnrepro.layers.convs import build_conv
+from gnrepro.errors import ConfigError
+
+
+def test_ws_conv_matches_the_weight_standardization_formula():
+    torch.manual_seed(0)
+    conv = build_conv("ws", eps=1e-5)(6, 4, 3, stride=2, padding=1).double()
+    x = torch.randn(2, 6, 9, 9, dtype=torch.float64)
+    w = conv.weight
+    mu = w.mean(dim=(1, 2, 3), keepdim=True)
+    var = ((w - mu) ** 2).mean(dim=(1, 2, 3), keepdim=True)  # biased variance over (in, kH, kW)
+    w_hat = (w - mu) / torch.sqrt(var + 1e-5)
+    expected = F.conv2d(x, w_hat, None, stride=2, padding=1)
+    assert torch.allclose(conv(x), expected, atol=1e-10)
+    # Standardized filters ignore the raw weights' offset and scale (up to eps's share of the variance).
+    with torch.no_grad():
+        conv.weight.mul_(7).add_(3)
+    assert torch.allclose(conv(x), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_plain_conv_is_an_unbiased_conv2d():
+    conv = build_conv("plain")(3, 8, 1, stride=1)
+    assert type(conv) is torch.nn.Conv2d and conv.bias is None
+
+
+def test_unknown_conv():
+    with pytest.raises(ConfigError, match="unknown conv 'wx'"):
+        build_conv("wx")
