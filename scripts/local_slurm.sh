@@ -13,7 +13,7 @@
 set -euo pipefail
 
 PACKAGES_HINT="install them with: apt-get update && apt-get install -y slurm-wlm munge"
-KILL_WAIT=5        # seconds between SIGTERM and SIGKILL when SLURM stops a job (SLURM's default: 30)
+KILL_WAIT=10       # seconds between SIGTERM and SIGKILL when SLURM stops a job (SLURM's default: 30)
 CRED_EXPIRE=10     # a requeued job waits this long before it runs again (SLURM's default: 120 s)
 
 die() { echo "local_slurm.sh: $*" >&2; exit 1; }
@@ -28,7 +28,9 @@ missing_binaries() {
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+alive() {  # a running process (a zombie waiting to be reaped by its new parent counts as gone)
+  [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] && ! awk '{ exit ($3 == "Z") ? 0 : 1 }' "/proc/$1/stat" 2>/dev/null
+}
 
 stop_pid() {  # stop_pid NAME PID: SIGTERM, wait up to 15 s, then SIGKILL
   local name=$1 pid=$2 i

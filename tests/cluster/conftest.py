@@ -34,14 +34,17 @@ def slurm():
 
 @pytest.fixture
 def cluster(slurm):
-    """The session's cluster, with an empty queue before and after the test."""
+    """The session's cluster, with an empty queue before and after the test (a job whose result the
+    launcher has read may still be completing: its other tasks exiting, SLURM's epilogue)."""
     assert slurm.jobs() == [], "a job of an earlier test is still queued"
     yield slurm
-    left = slurm.jobs()
-    if left:
-        slurm.run("scancel", *left, check=False)
+    try:
         wait_for(lambda: not slurm.jobs(), 60, "the queue to empty")
-        pytest.fail(f"jobs {left} were still queued after the test (cancelled)")
+    except AssertionError:
+        left = slurm.jobs()
+        slurm.run("scancel", *left, check=False)
+        wait_for(lambda: not slurm.jobs(), 60, "the queue to empty after scancel")
+        pytest.fail(f"jobs {left} were still queued 60 s after the test (cancelled)")
 
 
 @pytest.fixture(scope="session")
