@@ -48,6 +48,7 @@ from gnrepro.probe import attach_probe
 from gnrepro.resume import RunState, previous_state
 from gnrepro.sampling import StepBatchSampler
 from gnrepro.schedule import build_optimizer, build_scheduler
+from gnrepro.slurm_preflight import check_launcher
 
 log = logging.getLogger("gnrepro")
 
@@ -325,6 +326,7 @@ def cli() -> None:
     try:
         check_command_line(sys.argv[1:])
         check_jobs(sys.argv[1:], locks=launched_as_main())  # other ranks join the folder rank 0 has locked
+        check_launcher(sys.argv[1:])  # hydra/launcher=slurm: would SLURM take the jobs? (sbatch --test-only)
     except ConfigError as err:
         if getattr(err, "debug", False):
             raise

@@ -1,8 +1,10 @@
 """A sweep through the shipped SLURM launcher config on a real (local, one-node) SLURM cluster, then
 the report built from the run folders its jobs wrote."""
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +38,26 @@ def test_sweep_of_four_runs_through_the_slurm_launcher_then_the_report(cluster, 
     table = (tmp_path / "reports" / "digits_resnet14_w2_e1_sub32" / "table2_batch_size.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith(("| BN |", "| GN |"))]
     assert sorted(r.split("|")[1:3] for r in rows) == [[" BN ", " 4 "], [" BN ", " 8 "], [" GN ", " 4 "], [" GN ", " 8 "]]
+
+
+def test_a_request_the_cluster_cannot_take_is_one_line_before_anything_is_submitted(cluster, tmp_path):
+    overrides = [*launcher("nosuch"), *TINY, "norm=bn,gn", "epochs=1", "results_dir=sweep"]
+    proc = subprocess.run([sys.executable, "-m", "gnrepro.train", "-m", *overrides], cwd=tmp_path, env=cluster.env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "gnrepro: error: SLURM would refuse the jobs (sbatch --test-only: invalid partition specified: nosuch); check "
+        "hydra.launcher.partition, account, cpus_per_task, mem_gb, gpus_per_node, tasks_per_node and timeout_min "
+        "against `sinfo` (docs/clusters.md)"]
+    assert list(tmp_path.iterdir()) == [] and cluster.jobs() == []
+
+
+def test_without_sbatch_the_slurm_launcher_is_one_line(tmp_path):
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "WANDB_MODE": "disabled"}  # no sbatch on it
+    proc = subprocess.run([sys.executable, "-m", "gnrepro.train", "-m", *launcher("local"), *TINY, "epochs=1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "gnrepro: error: hydra/launcher=slurm needs sbatch, which is not installed here: run the command on a machine "
+        "of the SLURM cluster (its login node), or drop hydra/launcher=slurm to train here"]
+    assert list(tmp_path.iterdir()) == []
