@@ -34,7 +34,7 @@ def why_no_cluster() -> str | None:
         return "no bash"
     missing = subprocess.run(["bash", str(SCRIPT), "missing"], capture_output=True, text=True).stdout.split()
     if missing:
-        return f"SLURM is not installed (missing {' '.join(missing)}): {INSTALL} (README, Clusters)"
+        return f"SLURM is not installed (missing {' '.join(missing)}): {INSTALL} (docs/clusters.md)"
     if os.geteuid() != 0:
         return "the local SLURM cluster runs its daemons as root (SlurmUser=root); run the cluster tests as root"
     return None
