@@ -1,5 +1,4 @@
 """What the cluster tests share: the CPU user's launcher overrides, a tiny run, the cluster's commands."""
-
 from __future__ import annotations
 
 import os
@@ -17,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "local_slurm.sh"
 INSTALL = "apt-get update && apt-get install -y slurm-wlm munge"
 
-# A CPU cluster user's overrides of the shipped launcher config (gnrepro/configs/hydra/launcher/slurm.yaml).
+
 def launcher(partition: str, tasks: int = 1, gpus="null") -> tuple[str, ...]:
+    """A CPU cluster user's overrides of the shipped launcher config (gnrepro/configs/hydra/launcher/slurm.yaml)."""
     return ("hydra/launcher=slurm", f"hydra.launcher.partition={partition}", f"hydra.launcher.gpus_per_node={gpus}",
             f"hydra.launcher.tasks_per_node={tasks}", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
             "hydra.launcher.timeout_min=10")
@@ -31,7 +31,7 @@ TINY = ("model=resnet14", "batch=4", "workers=2", "data.subset=32", "data.image_
 
 def why_no_cluster() -> str | None:
     if shutil.which("bash") is None:
-        return "no bash"
+        return "no bash to run scripts/local_slurm.sh"
     missing = subprocess.run(["bash", str(SCRIPT), "missing"], capture_output=True, text=True).stdout.split()
     if missing:
         return f"SLURM is not installed (missing {' '.join(missing)}): {INSTALL} (docs/clusters.md)"
