@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from cluster.helpers import TINY, final_state, launcher, train, train_cmd, wait_for
+from cluster.helpers import TINY, final_state, launcher, train_cmd, wait_for
 from gnrepro.runfiles import read_jsonl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -22,6 +22,7 @@ def test_requeued_and_signalled_job_resumes_to_the_uninterrupted_result(cluster,
     with open(tmp_path / "launcher.out", "w") as out, open(tmp_path / "launcher.err", "w") as err:
         sweep = subprocess.Popen(train_cmd("-m", *launcher(cluster.partition), *ARGS, "results_dir=slurm"),
                                  cwd=tmp_path, env=cluster.env, stdout=out, stderr=err, text=True)
+    ref = None
     try:
         def epochs_done():
             return len(read_jsonl(run / "metrics.jsonl")) if (run / "metrics.jsonl").exists() else 0
@@ -32,13 +33,19 @@ def test_requeued_and_signalled_job_resumes_to_the_uninterrupted_result(cluster,
         wait_for(lambda: epochs_done() >= 1, 240, "epoch 1 of the job", sweep)
         (job,) = cluster.jobs()
         cluster.run("scontrol", "requeue", job)  # preemption: SIGTERM to the job, then it is queued again
+        # The uninterrupted reference, on this machine, while the job waits to run again.
+        with open(tmp_path / "ref.err", "w") as ref_err:
+            ref = subprocess.Popen(train_cmd(*ARGS, "results_dir=ref"), cwd=tmp_path, env=cluster.env,
+                                   stdout=subprocess.DEVNULL, stderr=ref_err)
         wait_for(lambda: resumed() == 1 and epochs_done() >= 3, 240, "the requeued job to resume", sweep)
         assert cluster.jobs() == [job]
         cluster.run("scancel", "--signal=USR2", job)  # what SLURM sends 120 s before the time limit
         wait_for(lambda: sweep.poll() is not None, 300, "the sweep to end")
+        assert ref.wait(timeout=300) == 0, (tmp_path / "ref.err").read_text()[-3000:]
     finally:
-        if sweep.poll() is None:
-            sweep.kill()
+        for proc in (sweep, ref):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
     assert sweep.returncode == 0, (tmp_path / "launcher.err").read_text()[-3000:]
 
     # What happened, in the job's own logs (stdout and stderr, appended across its three starts) and the run's.
@@ -53,8 +60,6 @@ def test_requeued_and_signalled_job_resumes_to_the_uninterrupted_result(cluster,
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
-    ref = train(tmp_path, *ARGS, "results_dir=ref")
-    assert ref.returncode == 0, ref.stderr[-3000:]
     (a, hist_a), (b, hist_b) = final_state(run), final_state(tmp_path / "ref" / RUN)
     assert all(torch.equal(a[k], b[k]) for k in a), "the interrupted run's weights differ from the uninterrupted one's"
     for key in ("train_loss", "train_error", "val_error", "val_loss", "lr"):
