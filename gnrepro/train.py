@@ -50,6 +50,7 @@ from gnrepro.engine.probe import attach_probe
 from gnrepro.runs.resume import RunState, previous_state
 from gnrepro.data.sampling import StepBatchSampler
 from gnrepro.engine.schedule import build_optimizer, build_scheduler
+from gnrepro.settings.launcher import check_launcher
 
 log = logging.getLogger("gnrepro")
 
@@ -327,6 +328,7 @@ def cli() -> None:
     try:
         check_command_line(sys.argv[1:])
         check_jobs(sys.argv[1:], locks=launched_as_main())  # other ranks join the folder rank 0 has locked
+        check_launcher(sys.argv[1:])  # hydra/launcher=slurm: would SLURM take the jobs? (sbatch --test-only)
     except ConfigError as err:
         if getattr(err, "debug", False):
             raise
