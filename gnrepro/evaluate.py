@@ -17,7 +17,6 @@ import logging
 import sys
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -27,18 +26,13 @@ from gnrepro.models.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.data.device_feed import feed
 from gnrepro.engine.loop import evaluate
+from gnrepro.engine.execution import pick_device
 from gnrepro.errors import EXIT_USER, ConfigError, error_line
 from gnrepro.settings.preflight import CONFIGS, check_command_line, check_composes
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 
 log = logging.getLogger("gnrepro")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def check_published(cfg: DictConfig) -> dict:

@@ -22,7 +22,7 @@ from gnrepro import runfiles
 from gnrepro.data import train_images
 import gnrepro.engine.throughput
 from gnrepro.errors import EXIT_USER, ArgumentParser, ConfigError, error_line
-from gnrepro.evaluate import pick_device
+from gnrepro.engine.execution import pick_device
 from gnrepro.layers.norm_registry import norm_tag
 from gnrepro.settings.preflight import check_command_line, check_jobs, job_config, sweep_jobs
 

@@ -42,7 +42,7 @@ import gnrepro.settings.validate  # noqa: E402,F401  (registers the run_name res
 from gnrepro.models.build import build_model  # noqa: E402
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train  # noqa: E402
 from gnrepro.data.device_feed import LOADERS  # noqa: E402
-from gnrepro.evaluate import pick_device  # noqa: E402
+from gnrepro.engine.execution import pick_device  # noqa: E402
 from gnrepro.data.sampling import StepBatchSampler  # noqa: E402
 from gnrepro.engine.throughput import time_steps  # noqa: E402
 

@@ -33,7 +33,7 @@ import gnrepro.settings.validate  # noqa: E402,F401  (registers the run_name res
 from bench_input_pipeline import _fmt, build_train_loader, compose_train, pipeline_rate  # noqa: E402
 from gnrepro.models.build import build_model  # noqa: E402
 from gnrepro.data.base import normalize_uint8  # noqa: E402
-from gnrepro.evaluate import pick_device  # noqa: E402
+from gnrepro.engine.execution import pick_device  # noqa: E402
 from gnrepro.engine.execution import PRECISIONS, build_execution, resolve_cudnn_benchmark  # noqa: E402
 from gnrepro.engine.throughput import time_steps  # noqa: E402
 

@@ -18,6 +18,13 @@ from torch import nn
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("off", "default", "reduce-overhead")
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device for the config key ``device`` (``auto``: the GPU when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 # The settings that change a step's speed, with the paper's defaults (fp32, NCHW, eager); a config
 # without a key (an older run record) executes as its default.
 DEFAULTS = {"precision": "fp32", "channels_last": False, "compile": "off"}

@@ -83,8 +83,9 @@ def kind(name: str) -> NormKind:
     return NORM_KINDS[name]
 
 
-def _owner(option: str) -> str:
-    return next(n for n, k in NORM_KINDS.items() if option in k.options)
+def _owner(option: str) -> str | None:
+    """The norm whose own option ``option`` is (None: no norm's)."""
+    return next((n for n, k in NORM_KINDS.items() if option in k.options), None)
 
 
 def build_norm(name: str, num_channels: int, *, eps: float = EPS, workers: int = 1, **options) -> nn.Module | None:
@@ -101,11 +102,11 @@ def build_norm(name: str, num_channels: int, *, eps: float = EPS, workers: int =
     foreign = [k for k in given if k not in norm.options]
     other = [k for k in foreign if k not in GROUP_OPTIONS and k not in VARIANTS]
     if other:
-        owner = next((n for n, k in NORM_KINDS.items() if other[0] in k.options), None)
+        owner = _owner(other[0])
         raise ConfigError(f"norm {name!r} has no {', '.join(sorted(other))}"
                           + (f"; those apply to norm={owner} only" if owner else ""))
     for option in foreign:  # a BN variant or GN's groups on another norm
-        owner = next(n for n, k in NORM_KINDS.items() if option in k.options)
+        owner = _owner(option)
         if option in VARIANTS:
             raise ConfigError(f"norm.{option} applies to norm={owner} only, not {name!r}")
         raise ConfigError(f"norm {name!r} has no groups; norm.groups / norm.channels_per_group apply to norm={owner} only")

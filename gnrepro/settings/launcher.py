@@ -75,7 +75,7 @@ def check_slurm(launcher_cfg) -> None:
 def check_launcher(argv: list[str]) -> None:
     """``check_slurm`` for a sweep whose command line selects ``hydra/launcher=slurm`` (the first job's
     launcher config: every job of a sweep shares it)."""
-    from gnrepro.preflight import _overrides, compose_config, sweep_jobs
+    from gnrepro.settings.preflight import _overrides, compose_config, sweep_jobs
 
     overrides = _overrides(argv)
     if not ("-m" in argv or "--multirun" in argv) or not any(o.split("=")[0].lstrip("+~") == "hydra/launcher"

@@ -73,8 +73,8 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"the launcher exited ({proc.returncode}) while waiting for {what}:\n{err[-3000:]}")
+            _, err = proc.communicate()  # None where stderr went to a file: the test names that file
+            raise AssertionError(f"the launcher exited ({proc.returncode}) while waiting for {what}:\n{(err or '')[-3000:]}")
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 

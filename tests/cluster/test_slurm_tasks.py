@@ -1,5 +1,5 @@
 """Two processes in one SLURM job (``hydra.launcher.tasks_per_node=2``): each task reads SLURM's
-variables (gnrepro.distributed, through submitit), they join one gloo process group and train one
+variables (gnrepro.engine.distributed, through submitit), they join one gloo process group and train one
 run with per-worker BN, equal to the one-process emulation within test_distributed.py's tolerance."""
 import json
 
