@@ -28,7 +28,8 @@ from gnrepro.data.device_feed import feed
 from gnrepro.engine.loop import evaluate
 from gnrepro.engine.execution import pick_device
 from gnrepro.errors import EXIT_USER, ConfigError, error_line
-from gnrepro.settings.preflight import CONFIGS, check_command_line, check_composes
+from gnrepro.resources import CONFIGS
+from gnrepro.settings.preflight import check_command_line, check_composes
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 

@@ -45,7 +45,8 @@ from gnrepro.engine.loggers import build_logger
 from gnrepro.layers.norm_registry import norm_tag
 from gnrepro.layers.precise_bn import evaluation_statistics
 from gnrepro.engine.preemption import Preempted, PreemptionSignals
-from gnrepro.settings.preflight import CONFIGS, check_command_line, check_jobs
+from gnrepro.resources import CONFIGS
+from gnrepro.settings.preflight import check_command_line, check_jobs
 from gnrepro.engine.probe import attach_probe
 from gnrepro.runs.resume import RunState, previous_state
 from gnrepro.data.sampling import StepBatchSampler

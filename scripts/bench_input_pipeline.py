@@ -45,6 +45,7 @@ from gnrepro.data.device_feed import LOADERS  # noqa: E402
 from gnrepro.engine.execution import pick_device  # noqa: E402
 from gnrepro.data.sampling import StepBatchSampler  # noqa: E402
 from gnrepro.engine.throughput import time_steps  # noqa: E402
+from gnrepro.resources import CONFIGS  # noqa: E402
 
 
 def pipeline_rate(loader, steps: int) -> tuple[float, int]:
@@ -66,7 +67,7 @@ def pipeline_rate(loader, steps: int) -> tuple[float, int]:
 
 def compose_train(overrides: list[str]):
     """The training config of ``overrides``, composed as ``python -m gnrepro.train`` composes it."""
-    with initialize_config_dir(config_dir=str(ROOT / "gnrepro" / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
 

@@ -17,8 +17,8 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from gnrepro.errors import ConfigError
+from gnrepro.resources import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped inside the package, so any install finds it
 # Hydra flags that take a value, which must not be read as an override.
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                     "--config-dir", "-cd", "--experimental-rerun"}

@@ -322,7 +322,7 @@ GROUPS = {
 SECTIONS = {"optim": OPTIM, "probe": PROBE}  # nested keys that are not a config group
 
 
-EVALUATE = {  # python -m gnrepro.evaluate (gnrepro/configs/evaluate.yaml): its own top level, the same groups
+EVALUATE = {  # python -m gnrepro.evaluate (configs/evaluate.yaml): its own top level, the same groups
     "weights": Str(missing=True, eg="R-50-GN"),   # ``???`` until given: the evaluator names the choices
     "weights_format": Choice(values=("auto", *WEIGHT_FORMATS)),
     "workers": Int(min=1),
@@ -398,7 +398,7 @@ def unknown_key(key: str, command: Optional[Command] = None) -> str:
     command = command or TRAIN
     head, _, rest = key.partition(".")
     if rest and (head in command.sections or head in command.groups):
-        known = ", ".join(command.sections[head]) if head in command.sections else f"each option's keys: gnrepro/configs/{head}/"
+        known = ", ".join(command.sections[head]) if head in command.sections else f"each option's keys: configs/{head}/"
         return f"unknown key {key}: {head} has no {rest!r} ({known}); check the spelling or remove it"
     return (f"unknown key {key}; {command.keys_phrase}: {', '.join([*command.top, *command.sections, *command.groups])}; "
             f"check the spelling or remove it")
@@ -572,9 +572,9 @@ RULES: list[Callable[[dict], Optional[str]]] = [
     _train_split_fits, _final_epochs, _eval_crop,
 ]
 
-# The commands whose configs this schema checks, by their config file's name (gnrepro/configs/<name>.yaml).
+# The commands whose configs this schema checks, by their config file's name (configs/<name>.yaml).
 TRAIN = Command("the top-level keys are", "the config", TOP, SECTIONS, tuple(GROUPS), tuple(RULES))
-EVALUATION = Command("python -m gnrepro.evaluate takes", "gnrepro/configs/evaluate.yaml", EVALUATE, {},
+EVALUATION = Command("python -m gnrepro.evaluate takes", "configs/evaluate.yaml", EVALUATE, {},
                      ("model", "conv", "norm", "data"), (_cuda_exists, _gpu_loader, _norm_fits_model, _gn_groups))
 COMMANDS = {"train": TRAIN, "evaluate": EVALUATION}
 
