@@ -74,3 +74,19 @@ def test_a_key_missing_from_a_group_names_the_option_and_the_file(compose_cfg):
     del cfg["norm"]["groups"]
     with pytest.raises(ConfigError, match=r"^norm.groups is missing from the config \(norm=gn\); restore it"):
         schema.check(cfg)
+
+
+@pytest.mark.parametrize("line", [
+    ["a=1,2", "b=x,y", "c=3"], ["seed=range(0,3)", "norm=bn,gn", "+x=1"], ["a=1", "a=2,3", "b=4"],
+    ["a=choice(1,2)", "c=sort(3,1,2)", "d=[1,2]"], ["x='a,b'", "y=${z}"], [],
+])
+def test_a_sweep_expands_as_hydras_basic_sweeper_launches_it(line):
+    """gnrepro expands sweeps through Hydra's public Override API; Hydra's own sweeper is the reference."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference only, never imported by gnrepro
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from gnrepro.settings.preflight import expand
+
+    parser = OverridesParser.create()
+    (reference,) = BasicSweeper.split_arguments(parser.parse_overrides(line), None)
+    assert expand(parser.parse_overrides(line)) == reference
