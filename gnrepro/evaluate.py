@@ -27,7 +27,7 @@ from gnrepro.data import build_datasets, loader_options
 from gnrepro.data.device_feed import feed
 from gnrepro.engine.loop import evaluate
 from gnrepro.engine.execution import pick_device
-from gnrepro.errors import EXIT_USER, ConfigError, error_line
+from gnrepro.errors import EXIT_USER, ConfigError, UserError, error_line
 from gnrepro.resources import CONFIGS
 from gnrepro.settings.preflight import check_command_line, check_composes
 from gnrepro.weights.catalog import CATALOG, lookup
@@ -84,7 +84,7 @@ def check_published(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         check_published(cfg)
-    except ConfigError as err:
+    except UserError as err:
         if cfg.get("debug") is True:
             raise
         print(error_line(err), file=sys.stderr)
@@ -107,7 +107,7 @@ def cli() -> None:
     try:
         check_command_line(argv)
         check_composes(argv, "evaluate")  # unknown keys: one line
-    except ConfigError as err:
+    except UserError as err:
         print(error_line(err), file=sys.stderr)
         sys.exit(EXIT_USER)
     sys.argv = [sys.argv[0], *argv]

@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gnrepro.errors import ConfigError
+from gnrepro.errors import UserError
 
 log = logging.getLogger("gnrepro")
 
 
-class DataError(ConfigError):
+class DataError(UserError):
     """A data set that is missing or not in the expected layout: one line, what was expected where
-    and how to get it. A ConfigError, so the trainer prints it as ``gnrepro: error: ...`` (exit 2)."""
+    and how to get it. A UserError, so the trainer prints it as ``gnrepro: error: ...`` (exit 2)."""
 
     def __init__(self, message: str = ""):
         # A DataLoader worker re-raises our exception in the main process as

@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from gnrepro.errors import ConfigError
+from gnrepro.errors import ConfigError, FolderInUse, UserError
 from gnrepro.resources import CONFIGS
 
 # Hydra flags that take a value, which must not be read as an override.
@@ -145,7 +145,7 @@ def job_config(job: list[str], multirun: bool, configs: Path = CONFIGS):
     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
     try:
         folder = Path(hydra_cfg.sweep.dir) / hydra_cfg.sweep.subdir if multirun else Path(hydra_cfg.run.dir)
-    except (OmegaConfBaseException, ConfigError):
+    except (OmegaConfBaseException, UserError):
         folder = None  # a value the run name cannot be made of; the schema names it
     with open_dict(cfg):
         del cfg["hydra"]
@@ -185,10 +185,10 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
             job_notes = validate(cfg, choices)
             pid = running_pid(folder) if folder is not None and locks else None
             if pid is not None:
-                raise ConfigError(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
+                raise FolderInUse(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
             if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
                 check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
-        except ConfigError as err:
+        except UserError as err:
             if where:
                 err = ConfigError(where + str(err))
             err.debug = cfg is not None and cfg.get("debug") is True
