@@ -26,7 +26,7 @@ from gnrepro.models.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.data.device_feed import feed
 from gnrepro.engine.loop import evaluate
-from gnrepro.engine.execution import pick_device
+from gnrepro.engine.execution import pick_device, set_float32_math
 from gnrepro.errors import EXIT_USER, ConfigError, UserError, error_line
 from gnrepro.resources import CONFIGS
 from gnrepro.settings.preflight import check_command_line, check_composes
@@ -54,6 +54,7 @@ def check_published(cfg: DictConfig) -> dict:
     model = build_model(cfg, classes, splits.in_channels, workers=1)
     info = load_released(model, source, cfg, skip_classifier=False)
     device = pick_device(cfg.device)
+    set_float32_math("fp32")  # the published numbers are fp32 evaluations: no TF32 convolutions
     loader = feed(DataLoader(splits.val, batch_size=cfg.eval_batch, shuffle=False, **loader_options(cfg.data)),
                   cfg.data, device, train=False)
     stats = evaluate(model.to(device), loader, device, top5=True)

@@ -578,6 +578,9 @@ def _probe_layer(cfg: dict) -> None:
 
 
 def _execution(cfg: dict) -> None:
+    if cfg["precision"] == "tf32" and not _on_cuda(cfg["device"]):
+        raise ConfigError(f"precision=tf32 runs float32 convolutions on a CUDA GPU's tensor cores, but device={cfg['device']} "
+                          "is not one; use precision=fp32 (the same arithmetic on the CPU)")
     if cfg["deterministic"] and cfg["cudnn_benchmark"] is True:
         raise ConfigError("cudnn_benchmark=true picks convolution algorithms by timing, which deterministic=true forbids; "
                           "set cudnn_benchmark=auto (off when deterministic) or deterministic=false")
@@ -595,6 +598,14 @@ def _execution(cfg: dict) -> None:
             raise ConfigError(f"compile={cfg['compile']} on the CPU needs a C++ compiler (g++ or clang++) and none is on "
                               "PATH; install one or set compile=off")
 
+
+
+def _on_cuda(device: str) -> bool:
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
 
 
 # Checks that involve several keys, run in this order after every key passed on its own.

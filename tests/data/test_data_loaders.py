@@ -20,7 +20,8 @@ from gnrepro.data.sampling import StepBatchSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (nvJPEG decode); run on a GPU machine")
+def needs_cuda(test):  # marked cuda as well: scripts/device_check.py runs them on a GPU machine
+    return pytest.mark.cuda(pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (nvJPEG decode); run on a GPU machine")(test))
 needs_no_cuda = pytest.mark.skipif(CUDA, reason="checks the error on a machine without a CUDA GPU")
 
 
