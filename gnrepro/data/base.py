@@ -114,6 +114,22 @@ def new_counter():
     return multiprocessing.get_context().Value("i", 0)
 
 
+class DeviceStats:
+    """A data set's per-channel mean/std as (1, C, 1, 1) tensors, copied to each device once: a copy
+    per batch would be a small pageable host-to-device transfer that waits for the device every step."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        self._on: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def on(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = (self.mean.to(device), self.std.to(device))
+        return self._on[key]
+
+
 def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) to normalized float32, in torchvision's order (to float, times 1/255, minus
     mean, over std) so the result matches the ``pil`` loader's CPU transforms."""
