@@ -16,7 +16,7 @@ def test_bench_reports_both_rates_and_the_ratio(capsys):
     out = capsys.readouterr().out
     assert "tensor [2, 3, 32, 32]" in out
     pipeline = float(re.search(r"input pipeline :\s+([\d.]+) images/s", out).group(1))
-    model = float(re.search(r"model \(resnet50, gn, cpu\) :\s+([\d.]+) images/s", out).group(1))
+    model = float(re.search(r"model \(resnet50, gn, cpu, precision=fp32 channels_last=False compile=off\) :\s+([\d.]+) images/s", out).group(1))
     ratio = float(re.search(r"ratio pipeline/model = ([\d.]+)", out).group(1))
     assert pipeline > 0 and model > 0 and abs(ratio - pipeline / model) < 0.01 * ratio + 0.01
 
