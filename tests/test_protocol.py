@@ -215,8 +215,10 @@ def test_sgd_momentum_0_9_and_weight_decay_1e4_on_every_parameter_including_gamm
         assert any(p.dim() == 1 for p in parts.core.parameters())  # gamma/beta are among them
         check_sgd(parts.core, parts.optimizer)
 
-    parts, _ = trainer_parts("norm=gn", "batch=2", "workers=1")
-    model, params = parts.core, list(parts.core.parameters())
+    # The wrong variants on a conv + GN (the same kinds of parameters, a thousandth of the size).
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.GroupNorm(2, 8))
+    params = list(model.parameters())
+    check_sgd(model, torch.optim.SGD(params, lr=0.1, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY))  # the check passes here
     rejects(check_sgd, model, torch.optim.SGD(params, lr=0.1, momentum=0.8, weight_decay=WEIGHT_DECAY))
     rejects(check_sgd, model, torch.optim.SGD(params, lr=0.1, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
                                               nesterov=True))
