@@ -143,16 +143,18 @@ def check_composes(argv: list[str], config_name: str, configs: Path = CONFIGS) -
     compose_config(_overrides(argv), configs, config_name)
 
 
-def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> list[str]:
+def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True, hold: bool = False) -> list[str]:
     """Compose and validate every job the command line would run, before Hydra creates any folder.
 
     A sweep's error names the job (its overrides). Raises ConfigError (with ``debug`` set when the
     job asked for tracebacks); returns the notes of the first job. ``locks``: also refuse a job whose
-    folder another process is training.
+    folder another process is training. ``hold`` (with ``locks``): once every job is valid, lock
+    every job's folder for this process (gnrepro.runfiles.RunLock.hold) before Hydra writes into
+    any; if one is refused, the locks taken so far are released and the folders they created removed.
     """
     from gnrepro.settings.validate import validate
     from gnrepro.runs.resume import check_settings
-    from gnrepro.runfiles import running_pid
+    from gnrepro.runfiles import RunLock, check_folder, running_pid
 
     if _not_our_job(argv):
         return []
@@ -160,12 +162,16 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
     multirun = "-m" in argv or "--multirun" in argv
     jobs = sweep_jobs(overrides, configs) if multirun else [overrides]
     notes: Optional[list[str]] = None
+    folders: list[Optional[Path]] = []
     for number, job in enumerate(jobs, 1):
         where = f"job {number} of {len(jobs)} ({' '.join(job) or 'defaults'}): " if multirun else ""
         cfg = None
         try:
             cfg, choices, folder = job_config(job, multirun, configs)
             job_notes = validate(cfg, choices)
+            if folder is not None:
+                check_folder(folder)  # a file or a symlink where the run folder goes
+                check_writable(str(folder))  # hydra.run.dir / hydra.sweep.dir on a read-only place
             pid = running_pid(folder) if folder is not None and locks else None
             if pid is not None:
                 raise ConfigError(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
@@ -177,4 +183,22 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
             err.debug = cfg is not None and cfg.get("debug") is True
             raise err from None
         notes = job_notes if notes is None else notes
+        folders.append(folder)
+    if locks and hold:
+        _hold_all([f for f in dict.fromkeys(folders) if f is not None], RunLock)
     return notes or []
+
+
+def _hold_all(folders: list[Path], lock_type) -> None:
+    """Lock every folder (issue 24, item 1); on a refusal, release the others and remove what this
+    process created for them (only their lock: nothing else was written yet)."""
+    held = []
+    try:
+        for folder in folders:
+            held.append(lock_type(folder).hold())
+    except BaseException:
+        for lock in held:
+            if lock.created:
+                lock.discard()
+            lock.release()
+        raise
