@@ -344,6 +344,14 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
     index = ["# Reproduced results", "", f"Built by `python -m gnrepro.report` from `{results_dir}`.", ""]
     if runs.empty:
         index.append("No runs found.")
+    # A damaged folder whose settings cannot be read (no config, no summary) belongs to no table: listed apart.
+    unknown = runs[runs[PROTOCOL[:4]].isna().any(axis=1)]
+    runs = runs.drop(unknown.index)
+    if len(unknown):
+        (out_dir / "unreadable.md").write_text("Run folders whose settings cannot be read (listed, not averaged):\n\n"
+                                               + markdown(unknown[["folder", "status", "error"]]) + "\n")
+        written.append(out_dir / "unreadable.md")
+        index += [f"- {len(unknown)} run folder(s) whose settings cannot be read: [list](unreadable.md)", ""]
     for values, group in runs.groupby(PROTOCOL, dropna=False, sort=True):
         key = dict(zip(PROTOCOL, values))
         gdir = out_dir / protocol_name(key)

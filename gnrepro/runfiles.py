@@ -378,11 +378,14 @@ def read_config(path: Path) -> dict:
     text = _read_text(path)
     try:
         cfg = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
-        _check_tree(cfg)
-    except (yaml.YAMLError, ValueError) as err:
+    except yaml.YAMLError as err:
         raise DamagedFile(path, f"not YAML: {' '.join(str(err).split())[:80]}") from None
     except RecursionError:
         raise DamagedFile(path, f"not YAML: nested deeper than {MAX_DEPTH} levels") from None
+    try:
+        _check_tree(cfg)
+    except ValueError as err:  # YAML, but not a config the trainer writes (a date, inf, deep nesting)
+        raise DamagedFile(path, str(err)) from None
     if not isinstance(cfg, dict):
         raise DamagedFile(path, f"not a config: {_short(cfg)}")
     for key in CONFIG_MAPPINGS:

@@ -146,9 +146,10 @@ def images_once(directory, class_to_idx: dict, extensions=IMG_EXTENSIONS, is_val
             folders[real] = root
             linked = [d for d in dirs if os.path.realpath(os.path.join(root, d)) in folders]
             if linked:
-                raise DataError(f"{os.path.join(root, linked[0])} leads back to "
-                                f"{folders[os.path.realpath(os.path.join(root, linked[0]))]} (a symlink loop), so "
-                                f"its images would count more than once; remove the link")
+                raise DataError(f"{os.path.join(root, linked[0])} leads to "
+                                f"{folders[os.path.realpath(os.path.join(root, linked[0]))]}, which the data set "
+                                f"already holds (a symlink loop or a folder linked twice), so its images would count "
+                                f"more than once; remove the link")
             walked.append((root, fnames))
         for root, fnames in sorted(walked):
             for fname in sorted(fnames):
@@ -473,7 +474,7 @@ def build_cifar(cfg) -> DataSplits:
     root = _fetched_root(cfg, expected, how, manual, lambda r: download_and_extract_archive(
         real.url, str(r), filename=real.filename, md5=real.tgz_md5))
     base = root / real.base_folder
-    missing = [name for name in files if not (base / name).is_file()]
+    missing = [name for name in files if not os.path.lexists(base / name)]  # a directory in its place: damaged
     if missing:
         raise DataError(f"{base / missing[0]} does not exist; data={cfg.name} expects {expected} under "
                         f"data.root={root}; {how}")

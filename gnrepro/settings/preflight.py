@@ -46,18 +46,19 @@ def _overrides(argv: list[str]) -> list[str]:
     return out
 
 
-def check_writable(results_dir: str) -> None:
-    """Raise ConfigError unless run folders can be created under ``results_dir``."""
+def check_writable(results_dir: str, key: str = "results_dir") -> None:
+    """Raise ConfigError unless run folders can be created under ``results_dir`` (``key``: how the
+    message names it: results_dir, or a job's run folder from hydra.run.dir)."""
+    name = f"{key}={results_dir!r}" if key == "results_dir" else f"{key} {results_dir}"
     existing = Path(results_dir).absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"results_dir={results_dir!r} cannot be created: {existing} is a file; "
-                          "choose another results_dir")
+        raise ConfigError(f"{name} cannot be created: {existing} is a file; choose another results_dir")
     try:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:
-        raise ConfigError(f"results_dir={results_dir!r} is not writable ({err.strerror} in {existing}); "
+        raise ConfigError(f"{name} is not writable ({err.strerror} in {existing}); "
                           "choose a writable results_dir") from None
 
 
@@ -154,7 +155,7 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True, hol
     """
     from gnrepro.settings.validate import validate
     from gnrepro.runs.resume import check_settings
-    from gnrepro.runfiles import RunLock, check_folder, running_pid
+    from gnrepro.runfiles import DamagedFile, RunLock, check_folder, running_pid
 
     if _not_our_job(argv):
         return []
@@ -169,14 +170,18 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True, hol
         try:
             cfg, choices, folder = job_config(job, multirun, configs)
             job_notes = validate(cfg, choices)
-            if folder is not None:
-                check_folder(folder)  # a file or a symlink where the run folder goes
-                check_writable(str(folder))  # hydra.run.dir / hydra.sweep.dir on a read-only place
             pid = running_pid(folder) if folder is not None and locks else None
             if pid is not None:
                 raise ConfigError(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
-            if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
-                check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
+            try:
+                if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
+                    check_folder(folder)  # a file or a symlink where the run folder goes
+                    check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
+            except DamagedFile:
+                if locks:  # the trainer refuses it; plan (locks=False) lists the folder as damaged instead
+                    raise
+            if folder is not None and locks:
+                check_writable(str(folder), key="the run folder")  # hydra.run.dir on a read-only place
         except ConfigError as err:
             if where:
                 err = ConfigError(where + str(err))
@@ -185,7 +190,7 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True, hol
         notes = job_notes if notes is None else notes
         folders.append(folder)
     if locks and hold:
-        _hold_all([f for f in dict.fromkeys(folders) if f is not None], RunLock)
+        _hold_all(sorted({f for f in folders if f is not None}), RunLock)  # one order: two sweeps never deadlock
     return notes or []
 
 

@@ -59,12 +59,16 @@ def cached_path(url: str) -> Path:
 
 
 def _record(target: Path) -> dict | None:
-    try:
-        record = json.loads((target.parent / RECORD).read_text(), parse_constant=lambda c: None)
-    except (OSError, ValueError, UnicodeDecodeError):
+    """The download record beside ``target``: None if there is none; ``{}`` if it is damaged."""
+    path = target.parent / RECORD
+    if not os.path.lexists(path):
         return None
+    try:
+        record = json.loads(path.read_text(), parse_constant=lambda c: None)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
     ok = isinstance(record, dict) and isinstance(record.get("url"), str) and isinstance(record.get("sha256"), str)
-    return record if ok else None
+    return record if ok else {}
 
 
 def _write_record(target: Path, url: str, digest: str) -> None:
@@ -76,7 +80,7 @@ def _write_record(target: Path, url: str, digest: str) -> None:
 def _check_cached(target: Path, url: str, sha256_prefix: str | None) -> None:
     """The cached copy of ``url`` must be the file downloaded from it, unchanged since."""
     record = _record(target)
-    if record is None or record["url"] != url:
+    if not record or record["url"] != url:
         raise ConfigError(f"{target} has no record of being downloaded from {url}; delete {target.parent} "
                           f"to download it again")
     check_sha256(target, sha256_prefix, url)
