@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from gnrepro.layers.norm_registry import (  # noqa: E402
 )
 from gnrepro.engine.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.runs.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
-from gnrepro.runfiles import COMPLETE, DAMAGED, read_jsonl  # noqa: E402
+from gnrepro.runfiles import COMPLETE, DAMAGED, DamagedFile, read_jsonl  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
 BATCHES = [32, 16, 8, 4, 2]
@@ -306,7 +307,11 @@ def plot_feature_distribution(runs: pd.DataFrame, key: dict, path: Path) -> bool
     for tag in order:
         for folder in runs[runs.norm_tag == tag].sort_values("seed").folder:
             if (Path(folder) / PROBE_FILE).is_file():
-                rows = read_jsonl(Path(folder) / PROBE_FILE, index="step")
+                try:
+                    rows = read_jsonl(Path(folder) / PROBE_FILE, index="step")
+                except DamagedFile as err:  # drawn from the next seed instead; the damage is named
+                    print(f"damaged, not drawn: {err.path} ({err.reason})")
+                    continue
                 if rows:
                     panels.append((tag, pd.DataFrame(rows)))
                     break
@@ -390,7 +395,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
             written.append(gdir / "not_complete.md")
             index.append(f"- {len(bad)} run(s) not complete, not averaged: [list]({gdir.name}/not_complete.md)")
         index.append("")
-    checks = published_checks.read(results_dir)
+    try:
+        checks = published_checks.read(results_dir)
+    except DamagedFile as err:
+        print(f"damaged, not shown: {err.path} ({err.reason})")
+        checks = []
     if checks:
         (out_dir / "published_model_checks.md").write_text(published_checks.markdown(checks))
         written.append(out_dir / "published_model_checks.md")
@@ -410,6 +419,10 @@ def check_folders(runs: Path, out: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"--out {out} cannot be a folder: {existing} is a file; choose another --out")
+    try:  # a read-only place (or /proc): one line now, not a traceback half-way through the tables
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ValueError(f"--out {out} is not writable ({err.strerror} in {existing}); choose another --out") from None
 
 
 def main(argv: list[str] | None = None) -> int:

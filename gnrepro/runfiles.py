@@ -539,6 +539,16 @@ class RunLock:
         return True
 
 
+def release_unused_locks() -> None:
+    """At the end of a launch: folders locked up front (``RunLock.hold``) whose job never started (a
+    sweep stopped by a failed job or a signal) are released, and removed if they hold only the lock."""
+    for key, fd in list(RunLock._handed.items()):
+        lock = RunLock(Path(key))
+        lock.fd = fd
+        lock.discard()
+        lock.release()
+
+
 def _pid(path: Path) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -360,6 +360,8 @@ def cli() -> None:
         except Interrupted as stop:
             print(f"gnrepro: stopped: {stop}", file=sys.stderr)
             sys.exit(EXIT_STOPPED)
+        finally:
+            runfiles.release_unused_locks()
 
 
 def uses_own_launcher(argv: list[str]) -> bool:

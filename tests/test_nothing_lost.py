@@ -736,3 +736,100 @@ def test_ctrl_c_mid_run_checkpoints_and_the_relaunch_resumes(tmp_path):
     assert code == 0, err
     assert "resuming" in err
     assert runfiles.read_summary(folder)["status"] == "complete"
+
+
+# ------------------------------------------------------- class 1b: unwritable places, other files read
+
+UNWRITABLE = {
+    "train hydra.run.dir in /proc": (train, ["hydra.run.dir=/proc/gnrepro-run"], "/proc/gnrepro-run is not writable"),
+    "train results_dir in /proc": (train, ["results_dir=/proc/gnrepro"], "results_dir='/proc/gnrepro' is not writable"),
+    "train hydra.run.dir under a file": (train, ["hydra.run.dir=afile/run"], "cannot be created"),
+    "report --out in /proc": (report, ["--runs", "runs", "--out", "/proc/gnrepro-out"], "--out /proc/gnrepro-out is not "
+                                                                                       "writable"),
+    "report --out under a file": (report, ["--runs", "runs", "--out", "afile/x"], "is a file; choose another --out"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNWRITABLE))
+def test_an_unwritable_place_is_one_line_before_anything_is_written(case, monkeypatch, capsys, tmp_path):
+    module, argv, needle = UNWRITABLE[case]
+    (tmp_path / "afile").write_text("a file")
+    (tmp_path / "runs").mkdir()
+    before = snapshot(tmp_path)
+    if module is train:
+        code, out, err = run_train(monkeypatch, capsys, tmp_path, *TINY, *argv)
+    else:
+        code, out, err = run_tool(report.main, argv, monkeypatch, capsys, tmp_path)
+    assert needle in one_error(code, out, err)
+    assert snapshot(tmp_path) == before
+
+
+def _checks(tmp_path: Path, text: str | None = None, make=None) -> Path:
+    folder = tmp_path / "runs" / "published_checks"
+    folder.mkdir(parents=True)
+    if make:
+        make(folder / "checks.jsonl")
+    else:
+        (folder / "checks.jsonl").write_text(text)
+    return folder
+
+
+GOOD_CHECK = json.dumps({"weights": "R-50-GN", "data": "imagenet", "images": 50000, "top1_err": 24.1})
+CHECKS = {
+    "a line with 1e999": (GOOD_CHECK + '\n{"weights": "x", "top1_err": 1e999}\n', None, 1),
+    "a line with -Infinity": (GOOD_CHECK + '\n{"weights": "x", "top1_err": -Infinity}\n', None, 1),
+    "a line that is a list": (GOOD_CHECK + "\n[1, 2]\n", None, 1),
+    "a line nested deep": (GOOD_CHECK + "\n" + "[" * 10000 + "]" * 10000 + "\n", None, 1),
+    "a torn last line": (GOOD_CHECK + '\n{"weights": "y", "top1', None, 1),
+    "the file a directory": (None, lambda p: p.mkdir(), 0),
+    "the file a FIFO": (None, lambda p: os.mkfifo(p), 0),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKS))
+def test_report_shows_only_published_checks_that_are_numbers(case, monkeypatch, capsys, tmp_path):
+    text, make, rows = CHECKS[case]
+    folder = _checks(tmp_path, text, make)
+    before = snapshot(folder)
+    code, out, err = run_tool(report.main, ["--runs", "runs", "--out", "out"], monkeypatch, capsys, tmp_path)
+    assert code == 0 and "Traceback" not in out + err, err
+    shown = tmp_path / "out" / "published_model_checks.md"
+    if rows:
+        table = shown.read_text()
+        assert "24.10" in table and table.count("\n| ") == 1 + rows, table
+        assert not re.search(r"\b(inf|nan)\b", table, re.IGNORECASE)
+    else:
+        assert not shown.exists() and "damaged, not shown: " in out and "checks.jsonl" in out, out
+    assert snapshot(folder) == before
+
+
+def test_a_damaged_probe_file_is_named_and_the_figure_drawn_from_the_next_seed(monkeypatch, capsys, tmp_path):
+    from fake_runs import fake_run
+
+    runs = tmp_path / "runs"
+    folders = [fake_run(runs, data="digits", model="vgg16", norm="gn", batch=32, workers=1, epochs=6, seed=s)
+               for s in (0, 1)]
+    (folders[0] / "probe.jsonl").write_text('{"step": 1, "p1": 1e999}\n')
+    (folders[1] / "probe.jsonl").write_text(json.dumps({"step": 1, "layer": "conv5_3", "p1": -1.0, "p99": 1.0}) + "\n")
+    code, out, err = run_tool(report.main, ["--runs", "runs", "--out", "out"], monkeypatch, capsys, tmp_path)
+    assert code == 0 and "Traceback" not in out + err, err
+    assert f"damaged, not drawn: {(folders[0] / 'probe.jsonl').relative_to(tmp_path)} (line 1: 1e999 is not a finite number)" in out
+    assert list((tmp_path / "out").rglob("fig6_feature_distribution.png"))
+
+
+def test_a_sweep_stopped_by_a_failed_job_leaves_no_folder_for_the_jobs_it_never_started(monkeypatch, capsys,
+                                                                                         tmp_path):
+    """Every job's folder is locked before the first job; the folders of jobs that never ran go."""
+    from gnrepro.engine.loop import DivergedError
+
+    def diverges(cfg, run_dir, choices=None):
+        with runfiles.RunLock(run_dir):
+            runfiles.write_json(run_dir / "summary.json", complete_summary(status="failed", final_error=None))
+        raise DivergedError("training loss became nan")
+
+    monkeypatch.setattr(train, "run", diverges)
+    code, out, err = run_train(monkeypatch, capsys, tmp_path, *TINY, "-m", "seed=0,1,2")
+    assert code == 1 and "Traceback" not in err
+    runs = tmp_path / "results/runs/digits_resnet14"
+    assert sorted(p.name for p in runs.iterdir()) == ["bn_b2x1_e1_s0"], "seeds 1 and 2 never started"
+    assert runfiles.run_status(runs / "bn_b2x1_e1_s0").status == "failed"
