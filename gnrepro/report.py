@@ -39,9 +39,9 @@ from gnrepro.layers.norm_registry import (  # noqa: E402
 )
 from gnrepro.engine.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.runs.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
+from gnrepro.resources import PUBLISHED  # noqa: E402
 from gnrepro.runfiles import COMPLETE, DAMAGED, DamagedFile, read_jsonl  # noqa: E402
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "paper" / "published_results.csv"
 BATCHES = [32, 16, 8, 4, 2]
 
 

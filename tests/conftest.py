@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import gnrepro.settings.validate  # noqa: F401  (registers the run_name resolver)
-from gnrepro.settings.preflight import CONFIGS
+from gnrepro.resources import CONFIGS
 
-# The configs every test composes from: the package's own (gnrepro/configs), as the trainer finds them.
+# The configs every test composes from: the package's own (configs), as the trainer finds them.
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def data_config(name: str, root="/unused"):
 
 @pytest.fixture
 def configs_dir() -> Path:
-    """gnrepro/configs, the folder every test composes from."""
+    """configs, the folder every test composes from."""
     return CONFIGS
 
 

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 from gnrepro import plan, report, runfiles, train
 from gnrepro.data import fake
-from gnrepro.settings.preflight import CONFIGS, job_config
+from gnrepro.resources import CONFIGS
+from gnrepro.settings.preflight import job_config
 
 # Hydra's own list of the norm group's files, which the error must name
 NORM_FILES = ", ".join(sorted(p.stem for p in (CONFIGS / "norm").glob("*.yaml")))

@@ -1,4 +1,4 @@
-"""Experiment presets (gnrepro/configs/experiment/), launcher presets and the dry run (gnrepro.plan): every
+"""Experiment presets (configs/experiment/), launcher presets and the dry run (gnrepro.plan): every
 sweep of the paper composes, expands to the paper's runs, and command-line overrides still win."""
 from pathlib import Path
 
@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from gnrepro.settings.validate import validate
 from gnrepro.layers.norm_registry import norm_tag
 from gnrepro.plan import format_plan, plan
-from gnrepro.settings.preflight import CONFIGS, sweep_jobs as expand
+from gnrepro.resources import CONFIGS
+from gnrepro.settings.preflight import sweep_jobs as expand
 from gnrepro.runfiles import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ PROXIES = ["fig1_batch_size_proxy", "table1_norms_proxy", "table3_groups_proxy"]
 @pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_every_proxy_sweep_uses_one_protocol_for_every_run():
     """Figure 1, Table 1 and Table 3 on digits: every run of every proxy sweep shares one protocol
-    (gnrepro/configs/proxy/digits.yaml); nothing but the swept setting and the seed differs."""
+    (configs/proxy/digits.yaml); nothing but the swept setting and the seed differs."""
     cfgs = [c for name in PROXIES for c in compose_jobs(f"experiment={name}", "seed=0,1,2")]
     assert len(cfgs) == 3 * (10 + 4 + 7)
 

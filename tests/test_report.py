@@ -11,6 +11,7 @@ import pytest
 
 from fake_runs import fake_paper, fake_run
 from gnrepro.report import build_report
+from gnrepro.resources import PUBLISHED
 from gnrepro.runs.results import load_runs
 
 # 2 norms x 2 batch sizes through the fig1 preset, shrunk to a few steps on digits.
@@ -144,8 +145,8 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
 
 def test_a_reduced_depth_proxy_is_set_beside_the_papers_resnet50_numbers(tmp_path):
     """The proxies' ResNet-26/14 have no published row of their own: their reference column is the
-    paper's ResNet-50 (the model of every table), read from results/paper/published_results.csv."""
-    pub = pd.read_csv(Path(__file__).resolve().parents[1] / "results/paper/published_results.csv")
+    paper's ResNet-50 (the model of every table), read from the package's published_results.csv."""
+    pub = pd.read_csv(PUBLISHED)
     for model in ("resnet26", "resnet14"):
         for norm in ("bn", "gn"):
             fake_run(tmp_path / "runs", data="digits", model=model, norm=norm, batch=32, workers=1, epochs=8)

@@ -9,7 +9,7 @@ paper's widths is a heavy over-fitting regime, where BN's batch noise acts as a 
 wins at every batch size. ImageNet (Sec. 4.1) is data-rich: the paper's RandomResizedCrop shows the
 network a new view of each image in every epoch. A random affine warp plus pixel noise, drawn anew
 for every (seed, epoch, image), plays that role here (the pilots behind each magnitude and the
-rest of the proxy protocol: gnrepro/configs/proxy/digits.yaml).
+rest of the proxy protocol: configs/proxy/digits.yaml).
 
 Why an exposure jitter (``contrast``, ``brightness``; off unless set): every digit is drawn with the
 same ink on the same background, so two digits' feature statistics are nearly the population's and

@@ -66,7 +66,7 @@ NORM_KINDS: dict[str, NormKind] = {
 NORMS = tuple(NORM_KINDS)
 # BN's variants: their own tag and label (the option is accepted by the kind listing it).
 VARIANTS = {"sync": ("syncbn", "SyncBN"), "frozen": ("frozenbn", "BN* (frozen)")}
-# The norm= config files (gnrepro/configs/norm/) that set more than norm.name: the norm settings and
+# The norm= config files (configs/norm/) that set more than norm.name: the norm settings and
 # the conv they select (tested against the files). The other files are a norm.name each.
 PRESETS = {"gn_ws": ({"name": "gn"}, "ws"), "bn_ws": ({"name": "bn"}, "ws"),
            "frozen_bn": ({"name": "bn", "frozen": True}, "plain")}

@@ -21,7 +21,7 @@ from gnrepro.errors import ConfigError
 NormFactory = Callable[[int], nn.Module]
 # Bottleneck blocks per stage. 50 and 101 are the paper's; 26 (timm's resnet26 layout) and 14 (one
 # block per stage) keep the paper's widths at a half / a quarter of its blocks, for the CPU proxy only
-# (gnrepro/configs/model/resnet26.yaml, resnet14.yaml).
+# (configs/model/resnet26.yaml, resnet14.yaml).
 DEPTHS = {14: (1, 1, 1, 1), 26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 WIDTHS = (64, 128, 256, 512)  # bottleneck widths of the four stages; outputs are 4x these
 EXPANSION = 4

@@ -15,9 +15,9 @@ From it derive:
 The hash covers base_lr, momentum, weight decay, the LR milestones and the warm-up: two presets
 that differ only in one of them never share a folder. It also covers the digits proxy's data
 protocol (``data_departures``): a ``data.augment`` other than the committed proxy's
-(gnrepro/configs/proxy/digits.yaml), or augmented val copies (``data.augment_val``), so a pilot
+(configs/proxy/digits.yaml), or augmented val copies (``data.augment_val``), so a pilot
 with a stronger jitter never shares a folder or a report table with the committed sweep. The CPU
-proxy's protocol (always warm up, for 2 epochs: gnrepro/configs/proxy/digits.yaml) departs from the
+proxy's protocol (always warm up, for 2 epochs: configs/proxy/digits.yaml) departs from the
 paper's, so its runs carry a hash; the committed ones were renamed to it when the warm-up joined the
 hash (2026-11-29). The pilots under results/pilots were filed by hand under the pilot's name.
 """
@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from gnrepro.engine.execution import DEFAULTS as EXECUTION_DEFAULTS
 from gnrepro.layers.norm_registry import NORM_KINDS, norm_tag
 from gnrepro.layers.norms import DEFAULT_GROUPS
+from gnrepro.resources import CONFIGS
 
 _UNSET = object()
 
@@ -91,7 +92,7 @@ ADDED_KEYS = {"norm.eval_stats": "running", "norm.precise_batches": 100, "norm.f
 # The committed proxy protocol's augmentation, read from its preset (defined there, once): the
 # reference a run's data.augment is hashed against, as its optimizer is against the paper's.
 PROXY_AUGMENT = OmegaConf.to_container(
-    OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/proxy/digits.yaml").data.augment)
+    OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment)
 
 
 def flatten(tree, prefix: str = "") -> dict:

@@ -18,7 +18,7 @@ INSTALL = "apt-get update && apt-get install -y slurm-wlm munge"
 
 
 def launcher(partition: str, tasks: int = 1, gpus="null") -> tuple[str, ...]:
-    """A CPU cluster user's overrides of the shipped launcher config (gnrepro/configs/hydra/launcher/slurm.yaml)."""
+    """A CPU cluster user's overrides of the shipped launcher config (configs/hydra/launcher/slurm.yaml)."""
     return ("hydra/launcher=slurm", f"hydra.launcher.partition={partition}", f"hydra.launcher.gpus_per_node={gpus}",
             f"hydra.launcher.tasks_per_node={tasks}", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
             "hydra.launcher.timeout_min=10")

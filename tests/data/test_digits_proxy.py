@@ -10,7 +10,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Subset
 
 from gnrepro.data import build_datasets, set_epoch
-from gnrepro.settings.preflight import CONFIGS
+from gnrepro.resources import CONFIGS
 
 AUG = {"rotate": 15, "scale": 0.15, "shear": 10, "translate": 1, "noise": 0.2, "contrast": 1, "brightness": 0}
 OFF = {**{k: 0 for k in AUG}, "contrast": 1}  # every magnitude at its no-op value (a gain range of 1 is no jitter)
@@ -89,9 +89,9 @@ def test_bad_magnitudes_are_refused_by_the_schema(compose_cfg, key, value, expec
 
 
 def test_augment_keys_are_the_schemas():
-    from gnrepro.settings.schema import AUGMENT
+    from gnrepro.settings.schema import Augment
 
-    assert set(OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment) == set(AUGMENT)
+    assert set(OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment) == set(Augment.model_fields)
 
 
 def test_augmented_val_copies_are_one_fixed_draw_for_every_run():

@@ -173,7 +173,7 @@ def test_committed_run_records_still_match_the_current_config(compose_cfg):
 
     from gnrepro.runs.identity import ADDED_KEYS, RUNTIME_KEYS
     from gnrepro.runs.identity import flatten as _flatten
-    from gnrepro.settings.preflight import CONFIGS
+    from gnrepro.resources import CONFIGS
 
     records = sorted(Path(__file__).resolve().parents[2].glob("results/runs/*/*/config.yaml"))
     assert records, "the repository commits the run records behind its proxy reports"

@@ -10,7 +10,7 @@ from gnrepro.models.build import build_model
 from gnrepro.settings.validate import validate
 from gnrepro.errors import ConfigError
 from gnrepro.layers.norm_registry import norm_tag
-from gnrepro.settings.preflight import CONFIGS
+from gnrepro.resources import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 

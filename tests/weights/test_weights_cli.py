@@ -17,7 +17,7 @@ from gnrepro.data.fake import make_imagenet, make_pets
 from gnrepro.errors import ConfigError
 from gnrepro.evaluate import check_published, with_catalogue_choices
 from gnrepro.runs.identity import protocol_hash
-from gnrepro.settings.preflight import CONFIGS
+from gnrepro.resources import CONFIGS
 from gnrepro.runfiles import load_checkpoint
 from gnrepro.weights import catalog
 from tests.weights.test_weights import calibrate_bn, randomize
