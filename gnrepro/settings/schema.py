@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from gnrepro.data.device_feed import LOADERS
 from gnrepro.engine.execution import COMPILE_MODES, PRECISIONS
-from gnrepro.errors import ConfigError
+from gnrepro.errors import ConfigError, UserError
 from gnrepro.layers.norm_registry import NORM_KINDS
 from gnrepro.weights.formats import FORMATS as WEIGHT_FORMATS
 
@@ -418,7 +418,7 @@ def unknown_key(key: str, command: Optional[Spec] = None) -> str:
 def _one_line(error: dict, command: Spec) -> str:
     """One pydantic error as the line a user reads: the key, the value, the fix."""
     kind, ctx = error["type"], error.get("ctx", {})
-    if kind == "value_error" and isinstance(ctx.get("error"), ConfigError):  # a rule's or a validator's own line
+    if kind == "value_error" and isinstance(ctx.get("error"), UserError):  # a rule's or a validator's own line
         return str(ctx["error"])
     loc = [str(part) for part in error["loc"]]
     in_group = loc[0] in GROUPS and len(loc) > 1
