@@ -12,7 +12,8 @@ Exit codes:
 - 0: done (or nothing to do: the run was already complete or failed);
 - 1: a run failed (non-finite loss or weights; marked failed in its summary.json);
 - 2: a user mistake (a bad value, a damaged or foreign file, a run folder in use): fix it and rerun;
-- 3: stopped on a signal (SIGTERM, SIGUSR1, SIGUSR2) after saving a checkpoint: relaunch to resume.
+- 3: stopped on a signal (SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2) after saving a checkpoint, or
+  before training started (nothing kept): relaunch to resume. docs/runs.md has the details.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import sys
 
 import hydra
@@ -58,6 +59,11 @@ def check_published(cfg: DictConfig) -> dict:
     loader = feed(DataLoader(splits.val, batch_size=cfg.eval_batch, shuffle=False, **loader_options(cfg.data)),
                   cfg.data, device, train=False)
     stats = evaluate(model.to(device), loader, device, top5=True)
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in stats.values()):
+        # the weights were finite (load_released checks), but the outputs overflowed: not a number to publish
+        raise ConfigError(f"{source.describe()} gave non-finite outputs on {cfg.data.name} (val loss "
+                          f"{stats['val_loss']}); nothing was appended to the published checks; check the file "
+                          f"and weights_format")
     pub1 = entry.top1_err if entry else None
     pub5 = entry.top5_err if entry else None
     row = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from gnrepro.layers.norm_registry import (  # noqa: E402
 from gnrepro.engine.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.runs.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 from gnrepro.resources import PUBLISHED  # noqa: E402
-from gnrepro.runfiles import COMPLETE, DAMAGED, read_jsonl  # noqa: E402
+from gnrepro.runfiles import COMPLETE, DAMAGED, DamagedFile, read_jsonl  # noqa: E402
 
 BATCHES = [32, 16, 8, 4, 2]
 
@@ -306,7 +307,11 @@ def plot_feature_distribution(runs: pd.DataFrame, key: dict, path: Path) -> bool
     for tag in order:
         for folder in runs[runs.norm_tag == tag].sort_values("seed").folder:
             if (Path(folder) / PROBE_FILE).is_file():
-                rows = read_jsonl(Path(folder) / PROBE_FILE, index="step")
+                try:
+                    rows = read_jsonl(Path(folder) / PROBE_FILE, index="step")
+                except DamagedFile as err:  # drawn from the next seed instead; the damage is named
+                    print(f"damaged, not drawn: {err.path} ({err.reason})")
+                    continue
                 if rows:
                     panels.append((tag, pd.DataFrame(rows)))
                     break
@@ -344,6 +349,14 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
     index = ["# Reproduced results", "", f"Built by `python -m gnrepro.report` from `{results_dir}`.", ""]
     if runs.empty:
         index.append("No runs found.")
+    # A damaged folder whose settings cannot be read (no config, no summary) belongs to no table: listed apart.
+    unknown = runs[runs[PROTOCOL[:4]].isna().any(axis=1)]
+    runs = runs.drop(unknown.index)
+    if len(unknown):
+        (out_dir / "unreadable.md").write_text("Run folders whose settings cannot be read (listed, not averaged):\n\n"
+                                               + markdown(unknown[["folder", "status", "error"]]) + "\n")
+        written.append(out_dir / "unreadable.md")
+        index += [f"- {len(unknown)} run folder(s) whose settings cannot be read: [list](unreadable.md)", ""]
     for values, group in runs.groupby(PROTOCOL, dropna=False, sort=True):
         key = dict(zip(PROTOCOL, values))
         gdir = out_dir / protocol_name(key)
@@ -382,7 +395,11 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
             written.append(gdir / "not_complete.md")
             index.append(f"- {len(bad)} run(s) not complete, not averaged: [list]({gdir.name}/not_complete.md)")
         index.append("")
-    checks = published_checks.read(results_dir)
+    try:
+        checks = published_checks.read(results_dir)
+    except DamagedFile as err:
+        print(f"damaged, not shown: {err.path} ({err.reason})")
+        checks = []
     if checks:
         (out_dir / "published_model_checks.md").write_text(published_checks.markdown(checks))
         written.append(out_dir / "published_model_checks.md")
@@ -402,6 +419,10 @@ def check_folders(runs: Path, out: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"--out {out} cannot be a folder: {existing} is a file; choose another --out")
+    try:  # a read-only place (or /proc): one line now, not a traceback half-way through the tables
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ValueError(f"--out {out} is not writable ({err.strerror} in {existing}); choose another --out") from None
 
 
 def main(argv: list[str] | None = None) -> int:

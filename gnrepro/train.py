@@ -7,15 +7,27 @@ summary and the last checkpoint.
 
 Runs survive interruption: relaunching the same command resumes from ``last.pt`` (model,
 optimizer, schedule, epoch and step, RNG states; the data order is a function of seed and epoch),
-a finished or failed run is not trained again, SIGTERM/SIGUSR1/SIGUSR2 save a checkpoint at the
-next step and stop, and a non-finite loss stops the run and marks it failed.
+a finished or failed run is not trained again, SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 save a checkpoint
+at the next step and stop (exit 3; before training starts they end the launch in one line), and a non-finite loss stops the run and marks it failed.
 """
 from __future__ import annotations
+
+if __name__ == "__main__":  # before the imports below (seconds): a signal now ends the launch in one line
+    import os as _os
+    import signal as _signal
+
+    def _stopped_while_importing(signum, frame):
+        _os.write(2, f"gnrepro: stopped: {_signal.Signals(signum).name} received while starting; nothing was "
+                     f"written; relaunch the same command\n".encode())
+        _os._exit(3)  # gnrepro.errors.EXIT_STOPPED (not imported yet)
+
+    for _sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGUSR1, _signal.SIGUSR2):
+        if _signal.getsignal(_sig) is not _signal.SIG_IGN:  # nohup, or a background job's SIGINT: stay ignored
+            _signal.signal(_sig, _stopped_while_importing)
 
 import contextlib
 import itertools
 import logging
-import shutil
 import signal
 import statistics
 import sys
@@ -44,7 +56,7 @@ from gnrepro.engine.execution import Execution, build_execution
 from gnrepro.engine.loggers import build_logger
 from gnrepro.layers.norm_registry import norm_tag
 from gnrepro.layers.precise_bn import evaluation_statistics
-from gnrepro.engine.preemption import Preempted, PreemptionSignals
+from gnrepro.engine.preemption import Interrupted, Preempted, PreemptionSignals, startup_signals
 from gnrepro.resources import CONFIGS
 from gnrepro.settings.preflight import check_command_line, check_jobs
 from gnrepro.engine.probe import attach_probe
@@ -109,20 +121,29 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
     ``choices``: the config file chosen for each group (Hydra's), checked against the names in ``cfg``.
     The first process locks ``run_dir`` for the whole run; a second launch into it is refused.
     """
-    for note in validate(cfg, choices):
-        log.info("note: %s", note)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     main_process = launched_as_main()  # it alone holds the run folder's lock
-    with runfiles.RunLock(run_dir) if main_process else contextlib.nullcontext():
-        if main_process and runfiles.remove_leftovers(run_dir):
-            log.info("removed the temp files of an interrupted write in %s", run_dir)
-        state: RunState = previous_state(run_dir, resolved)
-        if state.summary is not None:
-            log.info("run %s is already %s; not training it again (delete %s to redo it)",
-                     run_dir, state.summary["status"], runfiles.SUMMARY)
-            return state.summary
-        with PreemptionSignals() as signals:
-            return train_run(cfg, run_dir, resolved, state, signals)
+    with runfiles.RunLock(run_dir) if main_process else contextlib.nullcontext() as lock:
+        had_config = (run_dir / runfiles.CONFIG).exists()
+        try:
+            for note in validate(cfg, choices):
+                log.info("note: %s", note)
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            if main_process and runfiles.remove_leftovers(run_dir):
+                log.info("removed the temp files of an interrupted write in %s", run_dir)
+            state: RunState = previous_state(run_dir, resolved)
+            if state.summary is not None:
+                log.info("run %s is already %s; not training it again (delete %s to redo it)",
+                         run_dir, state.summary["status"], runfiles.SUMMARY)
+                return state.summary
+            with PreemptionSignals() as signals:
+                return train_run(cfg, run_dir, resolved, state, signals)
+        except (UserError, Interrupted):
+            # Issue 24: a rejected launch (bad data found at the first batch, a signal during start-up)
+            # leaves nothing behind: the folder goes if it holds nothing a run made, and only while
+            # this process holds its lock, so a launch refused the folder never touches it.
+            if lock is not None:
+                lock.discard(HYDRA_ONLY if had_config else HYDRA_ONLY | {runfiles.CONFIG})
+            raise
 
 
 def all_finite(module: torch.nn.Module) -> bool:
@@ -315,20 +336,7 @@ def evaluate_epoch(cfg, p: Parts, epoch: int, procs: Processes) -> dict:
         return combine_eval(evaluation_sums(p.core, p.val_loader, p.execution.device), procs)
 
 
-HYDRA_ONLY = {".hydra", "train.log", runfiles.LOCK}  # what is in a run folder before the run writes anything
-
-
-def discard_if_unused(run_dir: Path) -> None:
-    """Remove a run folder that holds only what Hydra put there, so a rejected config leaves nothing."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_ONLY:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        cwd, parent = Path.cwd().resolve(), run_dir.resolve().parent
-        try:
-            while parent != cwd and cwd in parent.parents and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
-        except OSError:  # another process of the same run removed it first
-            pass
+HYDRA_ONLY = frozenset({".hydra", "train.log", runfiles.LOCK})  # in a run folder before the run writes anything
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
@@ -338,8 +346,6 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg, run_dir, OmegaConf.to_container(hydra_cfg.runtime.choices))["final_error"]
     except (UserError, DivergedError, Preempted) as err:
-        if isinstance(err, UserError):
-            discard_if_unused(run_dir)
         if cfg.get("debug") is True:
             raise
         if isinstance(err, Preempted):
@@ -349,18 +355,47 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(EXIT_STOPPED if isinstance(err, Preempted) else EXIT_USER if isinstance(err, UserError) else EXIT_FAILED)
 
 
+def multirun_first(argv: list[str]) -> list[str]:
+    """``-m``/``--multirun`` anywhere on the line, moved in front of the overrides, where Hydra's
+    parser expects it (after them it prints its usage block)."""
+    flags = [a for a in argv if a in ("-m", "--multirun")]
+    return (["-m"] if flags else []) + [a for a in argv if a not in ("-m", "--multirun")]
+
+
 def cli() -> None:
-    """Check the command line and every job's config before Hydra creates any folder, then run."""
-    try:
-        check_command_line(sys.argv[1:])
-        check_jobs(sys.argv[1:], locks=launched_as_main())  # other ranks join the folder rank 0 has locked
-        check_launcher(sys.argv[1:])  # hydra/launcher=slurm: would SLURM take the jobs? (sbatch --test-only)
-    except UserError as err:
-        if getattr(err, "debug", False):
-            raise
-        print(error_line(err), file=sys.stderr)
-        sys.exit(EXIT_USER)
-    main()
+    """Check the command line and every job's config, and lock every job's folder, before Hydra
+    creates anything; then run. A signal before training starts ends the launch in one line."""
+    sys.argv = [sys.argv[0], *multirun_first(sys.argv[1:])]
+    with startup_signals():
+        try:
+            check_command_line(sys.argv[1:])
+            # rank 0 locks the folders (others join the folder rank 0 has locked); jobs of another
+            # launcher run in other processes and lock their folder there
+            check_jobs(sys.argv[1:], locks=launched_as_main(), hold=not uses_own_launcher(sys.argv[1:]))
+            check_launcher(sys.argv[1:])  # hydra/launcher=slurm: would SLURM take the jobs? (sbatch --test-only)
+        except UserError as err:
+            runfiles.release_unused_locks()
+            if getattr(err, "debug", False):
+                raise
+            print(error_line(err), file=sys.stderr)
+            sys.exit(EXIT_USER)
+        except Interrupted as stop:
+            runfiles.release_unused_locks()
+            print(f"gnrepro: stopped: {stop}", file=sys.stderr)
+            sys.exit(EXIT_STOPPED)
+        try:
+            main()
+        except Interrupted as stop:
+            print(f"gnrepro: stopped: {stop}", file=sys.stderr)
+            sys.exit(EXIT_STOPPED)
+        finally:
+            runfiles.release_unused_locks()
+
+
+def uses_own_launcher(argv: list[str]) -> bool:
+    """A ``hydra/launcher=`` other than Hydra's basic one (jobs in other processes or machines)."""
+    return any(a.split("=", 1)[0].lstrip("+~") == "hydra/launcher" and a.split("=", 1)[-1] not in ("basic", "")
+               for a in argv)
 
 
 if __name__ == "__main__":

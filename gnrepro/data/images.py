@@ -19,7 +19,9 @@ how to get it) before torchvision's own, often multi-line or download-suggesting
 """
 from __future__ import annotations
 
+import os
 import pickle
+import re
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +33,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
-from gnrepro.data.base import DataError, DataSplits, ImageFiles, new_counter
+from PIL import Image
+
+from gnrepro.data.base import UNREADABLE, BadImageError, DataError, DataSplits, ImageFiles, new_counter
 from gnrepro.data.device_feed import loader_name
 from gnrepro.data.gpu_decode import EncodedImages
 from gnrepro.data.pickles import RefusedPickle, load_data_pickle
@@ -114,9 +118,92 @@ def _image_folder(folder: Path, cfg, split: str, transform, how: str, **kwargs):
             raise DataError(f"{folder} holds {loose} images beside its class folders (a half-done sort); finish it with "
                             f"python scripts/sort_imagenet_val.py {folder} --devkit DIR/ILSVRC2012_devkit_t12")
     try:
-        return datasets.ImageFolder(str(folder), transform=transform, **kwargs)
+        return _OnceImageFolder(str(folder), transform=transform, **kwargs)
     except FileNotFoundError as err:  # "Found no valid file for the classes ..." (empty class folders)
         raise DataError(f"{folder}: {str(err).splitlines()[0]}; every class folder needs at least one image") from None
+
+
+def images_once(directory, class_to_idx: dict, extensions=IMG_EXTENSIONS, is_valid_file=None,
+                allow_empty: bool = False) -> list[tuple[str, int]]:
+    """torchvision's ``make_dataset`` (same files, same order: walks sorted by folder path), except that
+    a folder or image reached twice through symlinks is refused in one line (issue 24, item 3):
+    following a symlink loop would repeat the class's images until the path grew too long, and an
+    image linked into two classes would train with both labels."""
+    valid = is_valid_file or (lambda path: path.lower().endswith(tuple(extensions)))
+    folders: dict[str, str] = {}
+    files: dict[str, str] = {}
+    instances = []
+    for target_class in sorted(class_to_idx):
+        target_dir = os.path.join(directory, target_class)
+        if not os.path.isdir(target_dir):
+            continue
+        walked = []
+        for root, dirs, fnames in os.walk(target_dir, followlinks=True):
+            real = os.path.realpath(root)
+            if real in folders:
+                raise DataError(f"{root} is {folders[real]} again (a symlink loop or a folder linked twice), so its "
+                                f"images would count more than once; remove the link")
+            folders[real] = root
+            linked = [d for d in dirs if os.path.realpath(os.path.join(root, d)) in folders]
+            if linked:
+                raise DataError(f"{os.path.join(root, linked[0])} leads to "
+                                f"{folders[os.path.realpath(os.path.join(root, linked[0]))]}, which the data set "
+                                f"already holds (a symlink loop or a folder linked twice), so its images would count "
+                                f"more than once; remove the link")
+            walked.append((root, fnames))
+        for root, fnames in sorted(walked):
+            for fname in sorted(fnames):
+                path = os.path.join(root, fname)
+                if not valid(path):
+                    continue
+                real = os.path.realpath(path)
+                if real in files:
+                    raise DataError(f"{path} and {files[real]} are the same image (linked twice); an image counts "
+                                    f"once, in one class: remove one of them")
+                files[real] = path
+                instances.append((path, class_to_idx[target_class]))
+    found = {i for _, i in instances}
+    empty = sorted(c for c, i in class_to_idx.items() if i not in found)
+    if empty and not allow_empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. ")
+    return instances
+
+
+class _OnceImageFolder(datasets.ImageFolder):
+    """ImageFolder whose listing is ``images_once``'s."""
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        return images_once(directory, class_to_idx, extensions or IMG_EXTENSIONS, is_valid_file, allow_empty)
+
+
+# Enough to tell whether a file can be an image at all: every format Pillow's decoders read names
+# itself in its first bytes. Read for data sets up to CHECK_HEADERS images; above that (ImageNet),
+# only empty files are found up front, and a broken image ends the run at the first batch that
+# reads it (the run folder is then removed: gnrepro.train).
+CHECK_HEADERS = 50_000
+
+
+def check_image_files(paths: list, cfg) -> None:
+    """One line for the first image file that is missing, empty or (small data sets) not an image,
+    before anything trains (issue 24, item 3). ``data.skip_bad=true`` skips them at load time instead."""
+    if cfg.get("skip_bad", False):
+        return
+    headers = len(paths) <= CHECK_HEADERS
+    for path in paths:
+        try:
+            size = os.stat(path).st_size
+            if size == 0:
+                raise BadImageError(f"image {path} is empty (0 bytes); delete or replace it, or set data.skip_bad=true "
+                                f"to skip unreadable images")
+            if headers:
+                with Image.open(path) as image:  # parses the header only
+                    image.size  # noqa: B018
+        except UNREADABLE as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else (
+                str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise BadImageError(f"cannot read image {path} ({reason}); delete or replace it, or set data.skip_bad=true "
+                            f"to skip unreadable images") from None
 
 
 def _wrap(dataset, path_of, cfg, counter):
@@ -126,6 +213,8 @@ def _wrap(dataset, path_of, cfg, counter):
 def _image_splits(train, val, path_of, cfg, classes: list[str]) -> DataSplits:
     """RGB image splits whose unreadable files are reported (or skipped and counted together).
     With ``data.loader=gpu`` the same files and labels, read as bytes for decoding on the GPU."""
+    for ds in (train, val):
+        check_image_files([path_of(ds, i) for i in range(len(ds))], cfg)
     counter = new_counter()
     if loader_name(cfg) == "gpu":
         train, val = _encoded(train, path_of, True), _encoded(val, path_of, False)
@@ -263,6 +352,12 @@ def build_pets(cfg) -> DataSplits:
     for need in (base / "images", base / "annotations" / "trainval.txt", base / "annotations" / "test.txt"):
         if not need.exists():
             raise DataError(f"{need} does not exist; data=pets expects {expected} under data.root={root}; {PETS_HOW}")
+    breeds = {}
+    for index in ("trainval.txt", "test.txt"):
+        _check_pets_annotations(base / "annotations" / index, breeds)
+        if index == "trainval.txt" and sorted(breeds.values()) != list(range(1, len(breeds) + 1)):
+            raise DataError(f"{base / 'annotations' / index} numbers its {len(breeds)} breeds "
+                            f"{sorted(breeds.values())[:8]}..., not 1..{len(breeds)}; re-extract annotations.tar.gz")
     train_tf, val_tf = imagenet_transforms(cfg)
     train = datasets.OxfordIIITPet(str(root), split="trainval", transform=train_tf)
     val = datasets.OxfordIIITPet(str(root), split="test", transform=val_tf)
@@ -271,29 +366,71 @@ def build_pets(cfg) -> DataSplits:
         if missing:
             raise DataError(f"{base / 'annotations' / index} lists {len(missing)} images missing from {base / 'images'}, "
                             f"e.g. {missing[0].name}; re-extract images.tar.gz")
+    if len(train.classes) < 2:
+        raise DataError(f"{base / 'annotations' / 'trainval.txt'} names {len(train.classes)} breed(s); a classifier "
+                        f"needs at least 2; re-extract annotations.tar.gz")
     if max(val._labels, default=0) >= len(train.classes):
         raise DataError(f"{base / 'annotations' / 'test.txt'} has breeds that trainval.txt lacks; "
                         f"re-extract annotations.tar.gz")
     return _image_splits(train, val, _pets_path, cfg, list(train.classes))
 
 
+PETS_LINE = re.compile(r"([A-Za-z][A-Za-z_]*)_(\d+) (\d+) ([12]) (\d+)")  # Abyssinian_100 1 1 1
+
+
+def _check_pets_annotations(path: Path, breeds: dict) -> None:
+    """Parse a Pets split file strictly, as torchvision reads it (``<image> <class id> <species> <breed
+    id>`` per line, class ids from 1), one line naming the first line that is not one (issue 24,
+    item 3); ``breeds`` (breed name -> class id) must agree across the lines of both files."""
+    fix = "re-extract annotations.tar.gz"
+    try:
+        text = path.read_bytes().decode()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); {fix}") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    if not lines:
+        raise DataError(f"{path} lists no images; {fix}")
+    for number, line in enumerate(lines, 1):
+        match = PETS_LINE.fullmatch(" ".join(line.split()))
+        if not match:
+            raise DataError(f"{path} line {number} is not '<image> <class id> <species 1|2> <breed id>': "
+                            f"{line[:60]!r}; {fix}")
+        breed, class_id = match.group(1), int(match.group(3))
+        if breeds.setdefault(breed, class_id) != class_id:
+            raise DataError(f"{path} line {number}: breed {breed} has class id {class_id}, elsewhere "
+                            f"{breeds[breed]}; {fix}")
+
+
 class _SafeCIFAR:
-    """torchvision's CIFAR data set, its pickles read by ``load_data_pickle`` (nothing in them runs)
-    and checked for the shape torchvision's loader expects; sample access is torchvision's own."""
+    """torchvision's CIFAR data set, its pickles read by ``load_data_pickle`` (nothing in them runs,
+    no forged length allocates) and checked up front (issue 24, item 3): uint8 rows of 3x32x32, one
+    integer label each, every label in range of the meta file's class names, at least two classes.
+    Sample access is torchvision's own."""
 
     def __init__(self, real, root: Path, train: bool, transform):
         self.real = real
         base = root / real.base_folder
+        archive = Path(real.url).name
+        meta_path = base / real.meta["filename"]
+        meta = _load(meta_path, archive)
+        classes = meta.get(real.meta["key"]) if isinstance(meta, dict) else None
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise DataError(f"cannot load {meta_path} (no {real.meta['key']!r} list of class names); "
+                            f"the pickles are damaged, re-extract {archive}")
+        if len(classes) < 2:
+            raise DataError(f"{meta_path} names {len(classes)} class(es); a classifier needs at least 2; "
+                            f"the pickles are damaged, re-extract {archive}")
         data, targets = [], []
         for name, _ in real.train_list if train else real.test_list:
-            entry = _batch(base / name)
+            entry, labels = _batch(base / name, archive)
+            bad = next((x for x in labels if not (0 <= x < len(classes))), None)
+            if bad is not None:
+                raise DataError(f"{base / name} has label {bad}, outside the {len(classes)} classes of "
+                                f"{meta_path.name}; the pickles are damaged, re-extract {archive}")
             data.append(entry["data"])
-            targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        meta = load_data_pickle(base / real.meta["filename"])
-        classes = meta.get(real.meta["key"]) if isinstance(meta, dict) else None
-        if not isinstance(classes, list):
-            raise DataError(f"cannot load {base / real.meta['filename']} (no {real.meta['key']!r} list); "
-                            f"the pickles are damaged, re-extract {Path(real.url).name}")
+            targets.extend(labels)
         self.dataset = real.__new__(real)  # torchvision's __getitem__ on our arrays, without its unpickling
         datasets.VisionDataset.__init__(self.dataset, str(root), transform=transform)
         self.dataset.train = train
@@ -303,24 +440,28 @@ class _SafeCIFAR:
         self.dataset.class_to_idx = {c: i for i, c in enumerate(classes)}
 
 
-def _batch(path: Path) -> dict:
-    entry = load_data_pickle(path)
+def _load(path: Path, archive: str):
+    """One CIFAR pickle, or one line naming it: refused (it asks for code) or damaged."""
+    try:
+        return load_data_pickle(path)
+    except RefusedPickle as err:
+        raise DataError(f"refused to load {path}: {err}; it is not a CIFAR file, replace it with a fresh "
+                        f"copy of {archive}") from None
+    except (pickle.UnpicklingError, OSError) as err:
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        raise DataError(f"cannot load {path} ({reason}); the pickles are damaged, re-extract {archive}") from None
+
+
+def _batch(path: Path, archive: str) -> tuple[dict, list[int]]:
+    entry = _load(path, archive)
     labels = entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
     data = entry.get("data") if isinstance(entry, dict) else None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
-            and isinstance(labels, list) and len(labels) == len(data)):
-        raise pickle.UnpicklingError("not a CIFAR batch (data: uint8 rows of 3072, one label each)")
-    return entry
-
-
-def _bad_pickle(base: Path, files: list[str]) -> Path:
-    """The first of ``files`` that does not load as a data pickle (only called once loading has failed)."""
-    for name in files:
-        try:
-            load_data_pickle(base / name)
-        except Exception:
-            return base / name
-    return base
+            and isinstance(labels, list) and len(labels) == len(data)
+            and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in labels)):
+        raise DataError(f"cannot load {path} (not a CIFAR batch: data must be uint8 rows of 3072 with one integer "
+                        f"label each); the pickles are damaged, re-extract {archive}")
+    return entry, [int(x) for x in labels]
 
 
 def build_cifar(cfg) -> DataSplits:
@@ -333,21 +474,14 @@ def build_cifar(cfg) -> DataSplits:
     root = _fetched_root(cfg, expected, how, manual, lambda r: download_and_extract_archive(
         real.url, str(r), filename=real.filename, md5=real.tgz_md5))
     base = root / real.base_folder
-    missing = [name for name in files if not (base / name).is_file()]
+    missing = [name for name in files if not os.path.lexists(base / name)]  # a directory in its place: damaged
     if missing:
         raise DataError(f"{base / missing[0]} does not exist; data={cfg.name} expects {expected} under "
                         f"data.root={root}; {how}")
     train_tf, val_tf = cifar_transforms(cfg)
     splits = {}
     for train in (True, False):
-        try:
-            splits[train] = _SafeCIFAR(real, root, train, train_tf if train else val_tf).dataset
-        except RefusedPickle as err:
-            raise DataError(f"refused to load {_bad_pickle(base, files)}: {err}; it is not a CIFAR file, "
-                            f"replace it with a fresh copy of {Path(real.url).name}") from None
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, OSError, AttributeError, TypeError) as err:
-            raise DataError(f"cannot load {_bad_pickle(base, files)} ({type(err).__name__}); the pickles are "
-                            f"damaged, re-extract {Path(real.url).name}") from None
+        splits[train] = _SafeCIFAR(real, root, train, train_tf if train else val_tf).dataset
     train, val = splits[True], splits[False]
     return DataSplits(train=train, val=val, num_classes=len(train.classes), in_channels=3, classes=list(train.classes))
 

@@ -2,8 +2,8 @@
 Markdown by the evaluator and by ``python -m gnrepro.report``. Reads and writes files only."""
 from __future__ import annotations
 
-import json
 import math
+import os
 from pathlib import Path
 
 from gnrepro import runfiles
@@ -24,15 +24,20 @@ def append(results_dir, row: dict) -> Path:
 
 
 def read(results_dir) -> list[dict]:
+    """The checks, one dict per line; a line that is not a JSON object of finite numbers (one cut by a
+    kill, or damaged) is skipped, never shown (issue 24). DamagedFile if the file itself cannot be read
+    (a directory, a FIFO, too large)."""
     path = Path(results_dir) / FOLDER / LINES
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in runfiles._read_text(path).splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill: skip it
+            row = runfiles._parse_json(line)
+        except ValueError:
+            continue  # a line cut by a kill, or a number that is not one: skip it
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

@@ -8,6 +8,7 @@ how the run executes (device, progress bar, loader processes, where the data liv
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -42,6 +43,8 @@ def previous_state(run_dir: Path, config: dict) -> RunState:
     summary = runfiles.read_summary(run_dir)
     if summary is not None:
         return RunState(summary=summary)
+    if os.path.lexists(run_dir / runfiles.METRICS):  # never trained over: plan and report call it damaged too
+        runfiles.read_jsonl(run_dir / runfiles.METRICS)
     ckpt_path = run_dir / runfiles.CHECKPOINT
     if not ckpt_path.exists():
         return RunState()

@@ -46,18 +46,19 @@ def _overrides(argv: list[str]) -> list[str]:
     return out
 
 
-def check_writable(results_dir: str) -> None:
-    """Raise ConfigError unless run folders can be created under ``results_dir``."""
+def check_writable(results_dir: str, key: str = "results_dir") -> None:
+    """Raise ConfigError unless run folders can be created under ``results_dir`` (``key``: how the
+    message names it: results_dir, or a job's run folder from hydra.run.dir)."""
+    name = f"{key}={results_dir!r}" if key == "results_dir" else f"{key} {results_dir}"
     existing = Path(results_dir).absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"results_dir={results_dir!r} cannot be created: {existing} is a file; "
-                          "choose another results_dir")
+        raise ConfigError(f"{name} cannot be created: {existing} is a file; choose another results_dir")
     try:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:
-        raise ConfigError(f"results_dir={results_dir!r} is not writable ({err.strerror} in {existing}); "
+        raise ConfigError(f"{name} is not writable ({err.strerror} in {existing}); "
                           "choose a writable results_dir") from None
 
 
@@ -160,16 +161,18 @@ def check_composes(argv: list[str], config_name: str, configs: Path = CONFIGS) -
     compose_config(_overrides(argv), configs, config_name)
 
 
-def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> list[str]:
+def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True, hold: bool = False) -> list[str]:
     """Compose and validate every job the command line would run, before Hydra creates any folder.
 
     A sweep's error names the job (its overrides). Raises ConfigError (with ``debug`` set when the
     job asked for tracebacks); returns the notes of the first job. ``locks``: also refuse a job whose
-    folder another process is training.
+    folder another process is training. ``hold`` (with ``locks``): once every job is valid, lock
+    every job's folder for this process (gnrepro.runfiles.RunLock.hold) before Hydra writes into
+    any; if one is refused, the locks taken so far are released and the folders they created removed.
     """
     from gnrepro.settings.validate import validate
     from gnrepro.runs.resume import check_settings
-    from gnrepro.runfiles import running_pid
+    from gnrepro.runfiles import DamagedFile, RunLock, check_folder, running_pid
 
     if _not_our_job(argv):
         return []
@@ -177,6 +180,7 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
     multirun = "-m" in argv or "--multirun" in argv
     jobs = sweep_jobs(overrides, configs) if multirun else [overrides]
     notes: Optional[list[str]] = None
+    folders: list[Optional[Path]] = []
     for number, job in enumerate(jobs, 1):
         where = f"job {number} of {len(jobs)} ({' '.join(job) or 'defaults'}): " if multirun else ""
         cfg = None
@@ -186,12 +190,37 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
             pid = running_pid(folder) if folder is not None and locks else None
             if pid is not None:
                 raise FolderInUse(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
-            if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
-                check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
+            try:
+                if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
+                    check_folder(folder)  # a file or a symlink where the run folder goes
+                    check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
+            except DamagedFile:
+                if locks:  # the trainer refuses it; plan (locks=False) lists the folder as damaged instead
+                    raise
+            if folder is not None and locks:
+                check_writable(str(folder), key="the run folder")  # hydra.run.dir on a read-only place
         except UserError as err:
             if where:
                 err = ConfigError(where + str(err))
             err.debug = cfg is not None and cfg.get("debug") is True
             raise err from None
         notes = job_notes if notes is None else notes
+        folders.append(folder)
+    if locks and hold:
+        _hold_all(sorted({f for f in folders if f is not None}), RunLock)  # one order: two sweeps never deadlock
     return notes or []
+
+
+def _hold_all(folders: list[Path], lock_type) -> None:
+    """Lock every folder (issue 24, item 1); on a refusal, release the others and remove what this
+    process created for them (only their lock: nothing else was written yet)."""
+    held = []
+    try:
+        for folder in folders:
+            held.append(lock_type(folder).hold())
+    except BaseException:
+        for lock in held:
+            if lock.created:
+                lock.discard()
+            lock.release()
+        raise

@@ -131,6 +131,11 @@ def load_into(model: nn.Module, state: dict, unused: list, *, skip_classifier: b
     unexpected = [k for k in state if k not in target] + unused
     shapes = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in state.items()
               if k in target and v.shape != target[k].shape]
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and k in target
+           and not bool(torch.isfinite(v).all())]
+    if bad:  # issue 24, item 4: NaN/inf weights would evaluate (or fine-tune) to a number that is not one
+        raise ConfigError(f"{what} holds non-finite weights (NaN or infinity) in {_names(bad, 3)}; the file is "
+                          "damaged: download it again or check where it came from")
     if missing or unexpected or shapes:
         parts = [f"missing keys: {_names(missing)}" if missing else "",
                  f"unexpected keys: {_names(unexpected)}" if unexpected else "",

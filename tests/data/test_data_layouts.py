@@ -176,9 +176,9 @@ def corrupt(path: Path) -> None:
 def test_corrupt_image_names_the_file_even_from_a_worker_process(tmp_path, num_workers):
     fake.make_imagenet(tmp_path, classes=1, train_per_class=2, val_per_class=1)
     bad = tmp_path / "train" / "n01440764" / "n01440764_1.JPEG"
-    corrupt(bad)
     cfg = data_cfg("imagenet", tmp_path, num_workers=num_workers)
-    splits = build_datasets(cfg)  # the file list is fine; the image is only decoded when used
+    splits = build_datasets(cfg)
+    corrupt(bad)  # broken after the up-front header check (as a large data set is only checked for empty files)
     train, _ = loaders(splits, cfg, 2)
     with pytest.raises(BadImageError) as err:
         next(iter(train))
