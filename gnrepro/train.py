@@ -38,7 +38,8 @@ from gnrepro.settings.validate import validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.engine.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
                                  launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
-from gnrepro.engine.loop import DivergedError, EpochMeter, EpochSums, evaluation_means, evaluation_sums, train_one_epoch
+from gnrepro.engine.loop import (DivergedError, EpochMeter, EpochSums, ProgressLines, evaluation_means, evaluation_sums,
+                                 train_one_epoch)
 from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, error_line
 from gnrepro.engine.execution import Execution, build_execution
 from gnrepro.engine.loggers import build_logger
@@ -52,6 +53,7 @@ from gnrepro.runs.resume import RunState, previous_state
 from gnrepro.data.sampling import StepBatchSampler
 from gnrepro.engine.schedule import build_optimizer, build_scheduler
 from gnrepro.settings.launcher import check_launcher
+from gnrepro.text import plural
 
 log = logging.getLogger("gnrepro")
 
@@ -199,9 +201,10 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     name = str(run_dir.relative_to(run_dir.parents[1]))
     logger = build_logger(cfg.logger if main_process else OmegaConf.create({"name": "none"}), run_dir, name, resolved)
-    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d) on %d process(es), "
-             "lr %.4g, on %s", name, len(p.splits.train), len(p.splits.val) * procs.world_size,
-             p.sampler.steps_per_epoch, cfg.batch * cfg.workers, cfg.workers, cfg.batch, procs.world_size, p.lr, device)
+    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%s x %d) on %s, lr %.4g, on %s",
+             name, len(p.splits.train), len(p.splits.val) * procs.world_size, p.sampler.steps_per_epoch,
+             cfg.batch * cfg.workers, plural(cfg.workers, "worker"), cfg.batch,
+             plural(procs.world_size, "process", "processes"), p.lr, device)
 
     def save(next_epoch: int, partial: EpochMeter | None) -> None:
         """Checkpoint (every process takes part; the first writes). ``partial``: the true sums, just read."""
@@ -232,6 +235,9 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         if due:
             save(epoch, sums.read())
 
+    # off a terminal (SLURM, nohup) the progress bar is hidden: log a line now and then instead
+    lines = (ProgressLines(cfg.progress_seconds, cfg.epochs, p.sampler.steps_per_epoch)
+             if main_process and not sys.stdout.isatty() else None)
     try:
         while epoch <= cfg.epochs:
             p.sampler.set_epoch(epoch, start_step=meter.steps if meter else 0)
@@ -242,7 +248,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
             done = train_one_epoch(p.model, p.train_loader, p.optimizer, p.scheduler, device, epoch=epoch,
                                    progress=cfg.progress and main_process, meter=meter, on_step=on_step,
                                    log_every=cfg.log_every, execution=p.execution,
-                                   any_process=lambda flag: any_process(flag, procs))
+                                   any_process=lambda flag: any_process(flag, procs), lines=lines)
             row.update(combine_train(done, procs))
             eval_start = time.perf_counter()
             row.update(evaluate_epoch(cfg, p, epoch, procs))
@@ -269,11 +275,13 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
 
     summary = summarize(cfg, history, "complete", device, lr=p.lr, skipped_images=p.splits.skipped_images,
                         processes=procs.world_size)
-    if main_process:
+    if main_process:  # the policy's files first, the summary that makes the run complete, then the rest goes
+        checkpoint.save_final_weights(run_dir, cfg.keep_checkpoint, p.core, resolved)
         runfiles.write_json(run_dir / runfiles.SUMMARY, summary)
+        checkpoint.drop_resume_state(run_dir, cfg.keep_checkpoint)
     logger.finish()
-    log.info("final error (median of last %d epochs): %.2f%%  -> %s",
-             summary["final_epochs"], summary["final_error"], run_dir)
+    log.info("final error (median of the last %s): %.2f%%  -> %s",
+             plural(summary["final_epochs"], "epoch"), summary["final_error"], run_dir)
     return summary
 
 
@@ -306,6 +314,16 @@ def discard_if_unused(run_dir: Path) -> None:
             pass
 
 
+def to_log_file(line: str) -> None:
+    """Append ``line`` to the run's train.log (Hydra's file handler) but not to the console, where it
+    was just printed to stderr: why a run stopped (preempted, diverged, a damaged file) must be in
+    the log a SLURM user reads afterwards, not only in a terminal that may be gone."""
+    record = logging.LogRecord("gnrepro", logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
@@ -317,10 +335,10 @@ def main(cfg: DictConfig) -> float | None:
             discard_if_unused(run_dir)
         if cfg.get("debug") is True:
             raise
-        if isinstance(err, Preempted):
-            print(f"gnrepro: stopped: {err}", file=sys.stderr)
-        else:
-            print(error_line(err), file=sys.stderr)
+        line = f"gnrepro: stopped: {err}" if isinstance(err, Preempted) else error_line(err)
+        print(line, file=sys.stderr)
+        if not isinstance(err, ConfigError) or run_dir.is_dir():
+            to_log_file(line)
         sys.exit(EXIT_STOPPED if isinstance(err, Preempted) else EXIT_USER if isinstance(err, ConfigError) else EXIT_FAILED)
 
 

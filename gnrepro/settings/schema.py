@@ -212,7 +212,9 @@ TOP = {
     "eval_batch": Int(min=1),
     "progress": Bool(),
     "checkpoint_steps": Int(min=0),
-    "results_dir": Str(eg="results/runs"),
+    "keep_checkpoint": Choice(values=("last", "weights", "none")),  # what a completed run keeps (engine/checkpoint.py)
+    "progress_seconds": Float(ge=0, eg="60"),     # off a terminal: a progress line at most this often (engine/loop.py)
+    "results_dir": Str(eg="outputs/runs"),
     "debug": Bool(),
     "init": Str(null=True, eg="tv-resnet50"),        # released weights to fine-tune from (gnrepro/weights/catalog.py)
     "init_format": Choice(values=("auto", *WEIGHT_FORMATS)),
@@ -328,7 +330,7 @@ EVALUATE = {  # python -m gnrepro.evaluate (configs/evaluate.yaml): its own top 
     "workers": Int(min=1),
     "device": Device(),
     "eval_batch": Int(min=1),
-    "results_dir": Str(eg="results/runs"),
+    "results_dir": Str(eg="outputs/runs"),
     "debug": Bool(),
 }
 
@@ -492,7 +494,8 @@ def _gn_groups(cfg: dict) -> None:
 def _final_epochs(cfg: dict) -> Optional[str]:
     if cfg["final_epochs"] > cfg["epochs"]:
         return (f"final_epochs={cfg['final_epochs']} is more than epochs={cfg['epochs']}: "
-                f"the result is the median of all {cfg['epochs']} epochs")
+                + ("the result is the last epoch's error" if cfg["epochs"] == 1
+                   else f"the result is the median of all {cfg['epochs']} epochs"))
     return None
 
 
