@@ -1,5 +1,5 @@
 """What a run saves to ``last.pt`` and takes back from it: the random streams, the sums of an epoch
-checkpointed part-way, and the model/optimizer/schedule state (README, "Runs survive interruption").
+checkpointed part-way, and the model/optimizer/schedule state (docs/runs.md).
 
 A resumed run continues bitwise under ``deterministic=true``: the data order is a function of seed
 and epoch, and every random stream a process draws from is saved with its position.
