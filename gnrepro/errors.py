@@ -1,8 +1,11 @@
 """User-facing errors and the exit codes of the command-line tools (train, evaluate, plan, report).
 
 A user mistake is one line on stderr, ``gnrepro: error: <what is wrong and the fix>``, and exit
-code 2, never a traceback. Every such mistake is a ``ConfigError`` (or a subclass: a damaged run
-file, a missing data set), which the command-line tools catch and print with ``error_line``.
+code 2, never a traceback. Every such mistake is a ``UserError``, which the command-line tools catch
+and print with ``error_line``; its kinds say what the user has to fix: ``ConfigError`` (a value of the
+config or the command line), ``DataError`` (gnrepro.data: a data set missing or not in its format),
+``DamagedFile`` (gnrepro.runfiles: a run file that does not parse), ``FolderInUse`` (a run folder
+another process holds).
 
 Exit codes:
 
@@ -21,8 +24,17 @@ EXIT_USER = 2
 EXIT_STOPPED = 3  # the run stopped early on purpose (preemption): relaunch it to resume
 
 
-class ConfigError(ValueError):
-    """A user-facing configuration mistake: the message names the bad value and the fix."""
+class UserError(ValueError):
+    """A user-facing mistake: the message names the bad value (or file) and the fix. A ValueError, so
+    pydantic validators and argparse types may raise it too."""
+
+
+class ConfigError(UserError):
+    """A bad value of the config or the command line."""
+
+
+class FolderInUse(UserError):
+    """A run folder that another process holds (its lock): nothing of it is touched."""
 
 
 def is_int(value) -> bool:

@@ -26,8 +26,8 @@ from gnrepro.models.build import build_model
 from gnrepro.data import build_datasets, loader_options
 from gnrepro.data.device_feed import feed
 from gnrepro.engine.loop import evaluate
-from gnrepro.engine.execution import pick_device
-from gnrepro.errors import EXIT_USER, ConfigError, error_line
+from gnrepro.engine.execution import pick_device, set_float32_math
+from gnrepro.errors import EXIT_USER, ConfigError, UserError, error_line
 from gnrepro.resources import CONFIGS
 from gnrepro.settings.preflight import check_command_line, check_composes
 from gnrepro.weights import formats
@@ -74,6 +74,7 @@ def check_published(cfg: DictConfig) -> dict:
     model = build_model(cfg, classes, splits.in_channels, workers=1)
     info = load_released(model, source, cfg, skip_classifier=False)
     device = pick_device(cfg.device)
+    set_float32_math("fp32")  # the published numbers are fp32 evaluations: no TF32 convolutions
     loader = feed(DataLoader(splits.val, batch_size=cfg.eval_batch, shuffle=False, **loader_options(cfg.data)),
                   cfg.data, device, train=False)
     stats = evaluate(model.to(device), loader, device, top5=True)
@@ -104,7 +105,7 @@ def check_published(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         check_published(cfg)
-    except ConfigError as err:
+    except UserError as err:
         if cfg.get("debug") is True:
             raise
         print(error_line(err), file=sys.stderr)
@@ -127,7 +128,7 @@ def cli() -> None:
     try:
         check_command_line(argv)
         check_composes(argv, "evaluate")  # unknown keys: one line
-    except ConfigError as err:
+    except UserError as err:
         print(error_line(err), file=sys.stderr)
         sys.exit(EXIT_USER)
     sys.argv = [sys.argv[0], *argv]

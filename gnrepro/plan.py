@@ -21,7 +21,7 @@ import gnrepro.settings.validate  # noqa: F401  (registers the run_name resolver
 from gnrepro import runfiles
 from gnrepro.data import train_images
 import gnrepro.engine.throughput
-from gnrepro.errors import EXIT_USER, ArgumentParser, ConfigError, error_line
+from gnrepro.errors import EXIT_USER, ArgumentParser, error_line
 from gnrepro.engine.execution import pick_device
 from gnrepro.layers.norm_registry import norm_tag
 from gnrepro.settings.preflight import check_command_line, check_jobs, job_config, sweep_jobs
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rate = throughput(args.throughput)
         runs = plan(args.overrides, rate, measured=measured)
-    except (ConfigError, ValueError) as err:
+    except ValueError as err:  # a UserError, or pandas/argparse refusing a value
         print(error_line(err), file=sys.stderr)
         return EXIT_USER
     if rate == MEASURE:

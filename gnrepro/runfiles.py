@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import yaml
 
-from gnrepro.errors import ConfigError
+from gnrepro.errors import FolderInUse, UserError
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "last.pt"
 LOCK = ".lock"  # flock'ed by the process training the folder; holds its pid
@@ -42,7 +42,7 @@ DAMAGED = "damaged"    # a run file does not parse; RunStatus.reason names it
 FINISHED = (COMPLETE, FAILED)  # what summary.json may say: the run is never trained again
 
 
-class DamagedFile(ConfigError):
+class DamagedFile(UserError):
     """A run file that does not parse or does not hold what the run wrote."""
 
     def __init__(self, path: Path, reason: str, fix: Optional[str] = None):
@@ -245,7 +245,7 @@ class RunLock:
             os.close(fd)
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            raise ConfigError(f"{self.path.parent} is already running (pid {_pid(self.path)}); "
+            raise FolderInUse(f"{self.path.parent} is already running (pid {_pid(self.path)}); "
                               f"wait for it to finish or stop it") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -20,7 +20,7 @@ import signal
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -40,7 +40,7 @@ from gnrepro.engine.distributed import (Processes, any_process, average_bn_buffe
                                  launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
 from gnrepro.engine.loop import (DivergedError, EpochMeter, EpochSums, ProgressLines, evaluation_means, evaluation_sums,
                                  train_one_epoch)
-from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, error_line
+from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, UserError, error_line
 from gnrepro.engine.execution import Execution, build_execution
 from gnrepro.engine.loggers import build_logger
 from gnrepro.layers.norm_registry import norm_tag
@@ -179,6 +179,70 @@ def build_parts(cfg, state: RunState, procs: Processes, device: torch.device) ->
     return Parts(splits, sampler, train_loader, val_loader, core, model, optimizer, scheduler, execution, lr)
 
 
+@dataclass
+class RunLoop:
+    """One process's run loop: the state a checkpoint holds (history, the next epoch, its LR, the
+    partial epoch's meter) and the three things done with it (checkpoint, react to a step, finish).
+    Kept on an object rather than in closures over the loop's variables, so a checkpoint always saves
+    the state of the moment it is taken."""
+    cfg: DictConfig
+    run_dir: Path
+    resolved: dict
+    parts: Parts
+    procs: Processes
+    signals: PreemptionSignals
+    device: torch.device
+    history: list = field(default_factory=list)
+    epoch: int = 1
+    epoch_lr: float = 0.0
+    meter: EpochMeter | None = None  # the interrupted epoch's sums, when resuming mid-epoch
+    probe: object = None
+    logger: object = None
+
+    def save(self, next_epoch: int, partial: EpochMeter | None) -> None:
+        """Checkpoint (every process takes part; the first writes). ``partial``: the true sums, just read."""
+        p = self.parts
+        average_bn_buffers(p.core, self.procs)
+        if not all_finite(p.core):  # never replace the last good checkpoint with a diverged one
+            raise DivergedError(f"the weights became non-finite at epoch {self.epoch}, "
+                                f"step {partial.steps if partial else 0}")
+        rngs = gather(checkpoint.rng_state(), self.procs)
+        meters = gather(partial.state_dict(), self.procs) if partial else None
+        if self.probe is not None:
+            self.probe.flush()
+        if self.procs.is_main:
+            runfiles.save_checkpoint(self.run_dir / runfiles.CHECKPOINT, checkpoint.build(
+                next_epoch=next_epoch, meters=meters, epoch_lr=self.epoch_lr, history=self.history, model=p.core,
+                optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.execution.scaler, rngs=rngs, config=self.resolved))
+
+    def on_step(self, sums: EpochSums) -> None:
+        """Checkpoint every ``checkpoint_steps``; on a preemption signal checkpoint and stop. Several
+        processes agree on the signal only at read points (every ``log_every`` steps, checkpoints),
+        so no step waits for the others; one process acts at once."""
+        steps = sums.meter.steps
+        due = bool(self.cfg.checkpoint_steps) and steps % self.cfg.checkpoint_steps == 0
+        stop = self.signals.received is not None
+        if self.procs.distributed:
+            stop = (due or steps % self.cfg.log_every == 0) and any_process(stop, self.procs)
+        if stop:
+            self.save(self.epoch, sums.read())
+            raise Preempted(self.signals.received or signal.SIGTERM, self.epoch, steps)
+        if due:
+            self.save(self.epoch, sums.read())
+
+    def finish(self, status: str, **extra) -> dict:
+        """Write the run's summary (``complete`` or ``failed``) and close the logger."""
+        summary = summarize(self.cfg, self.history, status, self.device, lr=self.parts.lr,
+                            skipped_images=self.parts.splits.skipped_images, processes=self.procs.world_size, **extra)
+        if self.procs.is_main:  # the policy's files first, the summary that makes the run complete, then the rest goes
+            keep = self.cfg.keep_checkpoint if status == "complete" else "last"  # a failed run keeps its last good last.pt
+            checkpoint.save_final_weights(self.run_dir, keep, self.parts.core, self.resolved)
+            runfiles.write_json(self.run_dir / runfiles.SUMMARY, summary)
+            checkpoint.drop_resume_state(self.run_dir, keep)
+        self.logger.finish()
+        return summary
+
+
 def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals,
                     procs: Processes, device: torch.device) -> dict:
     """The run loop, as one of ``procs.world_size`` processes; only the first writes files."""
@@ -188,65 +252,37 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     p = build_parts(cfg, state, procs, device)
-    history, epoch, epoch_lr, meter = [], 1, p.lr, None
+    run = RunLoop(cfg, run_dir, resolved, p, procs, signals, device, epoch_lr=p.lr)
     if state.checkpoint is not None:
-        history, epoch, epoch_lr, meter = checkpoint.restore(
+        run.history, run.epoch, run.epoch_lr, run.meter = checkpoint.restore(
             state.checkpoint, run_dir / runfiles.CHECKPOINT, procs, model=p.core, optimizer=p.optimizer,
             scheduler=p.scheduler, scaler=p.execution.scaler)
-        log.info("resuming %s at epoch %d, step %d", run_dir, epoch, meter.steps if meter else 0)
-    steps_done = (epoch - 1) * p.sampler.steps_per_epoch + (meter.steps if meter else 0)
-    probe = attach_probe(p.core, cfg.get("probe") or {}, run_dir, cfg.seed, steps_done) if main_process else None
+        log.info("resuming %s at epoch %d, step %d", run_dir, run.epoch, run.meter.steps if run.meter else 0)
+    steps_done = (run.epoch - 1) * p.sampler.steps_per_epoch + (run.meter.steps if run.meter else 0)
+    run.probe = attach_probe(p.core, cfg.get("probe") or {}, run_dir, cfg.seed, steps_done) if main_process else None
 
     if main_process:
         runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     name = str(run_dir.relative_to(run_dir.parents[1]))
-    logger = build_logger(cfg.logger if main_process else OmegaConf.create({"name": "none"}), run_dir, name, resolved)
+    run.logger = build_logger(cfg.logger if main_process else OmegaConf.create({"name": "none"}), run_dir, name, resolved)
     log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%s x %d) on %s, lr %.4g, on %s",
              name, len(p.splits.train), len(p.splits.val) * procs.world_size, p.sampler.steps_per_epoch,
              cfg.batch * cfg.workers, plural(cfg.workers, "worker"), cfg.batch,
              plural(procs.world_size, "process", "processes"), p.lr, device)
-
-    def save(next_epoch: int, partial: EpochMeter | None) -> None:
-        """Checkpoint (every process takes part; the first writes). ``partial``: the true sums, just read."""
-        average_bn_buffers(p.core, procs)
-        if not all_finite(p.core):  # never replace the last good checkpoint with a diverged one
-            raise DivergedError(f"the weights became non-finite at epoch {epoch}, step {partial.steps if partial else 0}")
-        rngs = gather(checkpoint.rng_state(), procs)
-        meters = gather(partial.state_dict(), procs) if partial else None
-        if probe is not None:
-            probe.flush()
-        if main_process:
-            runfiles.save_checkpoint(run_dir / runfiles.CHECKPOINT, checkpoint.build(
-                next_epoch=next_epoch, meters=meters, epoch_lr=epoch_lr, history=history, model=p.core,
-                optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.execution.scaler, rngs=rngs, config=resolved))
-
-    def on_step(sums: EpochSums) -> None:
-        """Checkpoint every ``checkpoint_steps``; on a preemption signal checkpoint and stop. Several
-        processes agree on the signal only at read points (every ``log_every`` steps, checkpoints),
-        so no step waits for the others; one process acts at once."""
-        steps = sums.meter.steps
-        due = bool(cfg.checkpoint_steps) and steps % cfg.checkpoint_steps == 0
-        stop = signals.received is not None
-        if procs.distributed:
-            stop = (due or steps % cfg.log_every == 0) and any_process(stop, procs)
-        if stop:
-            save(epoch, sums.read())
-            raise Preempted(signals.received or signal.SIGTERM, epoch, steps)
-        if due:
-            save(epoch, sums.read())
-
     # off a terminal (SLURM, nohup) the progress bar is hidden: log a line now and then instead
     lines = (ProgressLines(cfg.progress_seconds, cfg.epochs, p.sampler.steps_per_epoch)
              if main_process and not sys.stdout.isatty() else None)
+
     try:
-        while epoch <= cfg.epochs:
-            p.sampler.set_epoch(epoch, start_step=meter.steps if meter else 0)
+        while run.epoch <= cfg.epochs:
+            epoch = run.epoch
+            p.sampler.set_epoch(epoch, start_step=run.meter.steps if run.meter else 0)
             set_epoch(p.splits.train, epoch)
-            if meter is None:
-                epoch_lr = p.optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch, "lr": epoch_lr}
+            if run.meter is None:
+                run.epoch_lr = p.optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch, "lr": run.epoch_lr}
             done = train_one_epoch(p.model, p.train_loader, p.optimizer, p.scheduler, device, epoch=epoch,
-                                   progress=cfg.progress and main_process, meter=meter, on_step=on_step,
+                                   progress=cfg.progress and main_process, meter=run.meter, on_step=run.on_step,
                                    log_every=cfg.log_every, execution=p.execution,
                                    any_process=lambda flag: any_process(flag, procs), lines=lines)
             row.update(combine_train(done, procs))
@@ -254,32 +290,22 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
             row.update(evaluate_epoch(cfg, p, epoch, procs))
             row["epoch_seconds"] = row["train_seconds"] + time.perf_counter() - eval_start
             row["images_per_s"] = row["train_images"] / row["train_seconds"]
-            history.append(row)
+            run.history.append(row)
             if main_process:
-                runfiles.write_jsonl(run_dir / runfiles.METRICS, history)
-            logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            epoch, meter = epoch + 1, None
-            save(epoch, None)
+                runfiles.write_jsonl(run_dir / runfiles.METRICS, run.history)
+            run.logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            run.epoch, run.meter = epoch + 1, None
+            run.save(run.epoch, None)
             log.info("epoch %d/%d  lr %.4g  train loss %.4f  train err %.2f%%  val err %.2f%%  %.0f img/s",
                      row["epoch"], cfg.epochs, row["lr"], row["train_loss"], row["train_error"],
                      row["val_error"], row["images_per_s"])
     except DivergedError as err:
-        failed = summarize(cfg, history, "failed", device, lr=p.lr, reason=str(err),
-                           skipped_images=p.splits.skipped_images, processes=procs.world_size)
-        if main_process:
-            runfiles.write_json(run_dir / runfiles.SUMMARY, failed)
-        logger.finish()
+        run.finish("failed", reason=str(err))
         kept = (f"last good checkpoint kept in {run_dir}" if (run_dir / runfiles.CHECKPOINT).exists()
                 else "no checkpoint was saved before it")
         raise DivergedError(f"{err}; run marked failed, {kept}; lower optim.base_lr or check the data") from err
 
-    summary = summarize(cfg, history, "complete", device, lr=p.lr, skipped_images=p.splits.skipped_images,
-                        processes=procs.world_size)
-    if main_process:  # the policy's files first, the summary that makes the run complete, then the rest goes
-        checkpoint.save_final_weights(run_dir, cfg.keep_checkpoint, p.core, resolved)
-        runfiles.write_json(run_dir / runfiles.SUMMARY, summary)
-        checkpoint.drop_resume_state(run_dir, cfg.keep_checkpoint)
-    logger.finish()
+    summary = run.finish("complete")
     log.info("final error (median of the last %s): %.2f%%  -> %s",
              plural(summary["final_epochs"], "epoch"), summary["final_error"], run_dir)
     return summary
@@ -330,16 +356,16 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         return run(cfg, run_dir, OmegaConf.to_container(hydra_cfg.runtime.choices))["final_error"]
-    except (ConfigError, DivergedError, Preempted) as err:
-        if isinstance(err, ConfigError):
+    except (UserError, DivergedError, Preempted) as err:
+        if isinstance(err, UserError):
             discard_if_unused(run_dir)
         if cfg.get("debug") is True:
             raise
         line = f"gnrepro: stopped: {err}" if isinstance(err, Preempted) else error_line(err)
         print(line, file=sys.stderr)
-        if not isinstance(err, ConfigError) or run_dir.is_dir():
+        if not isinstance(err, UserError) or run_dir.is_dir():
             to_log_file(line)
-        sys.exit(EXIT_STOPPED if isinstance(err, Preempted) else EXIT_USER if isinstance(err, ConfigError) else EXIT_FAILED)
+        sys.exit(EXIT_STOPPED if isinstance(err, Preempted) else EXIT_USER if isinstance(err, UserError) else EXIT_FAILED)
 
 
 def cli() -> None:
@@ -348,7 +374,7 @@ def cli() -> None:
         check_command_line(sys.argv[1:])
         check_jobs(sys.argv[1:], locks=launched_as_main())  # other ranks join the folder rank 0 has locked
         check_launcher(sys.argv[1:])  # hydra/launcher=slurm: would SLURM take the jobs? (sbatch --test-only)
-    except ConfigError as err:
+    except UserError as err:
         if getattr(err, "debug", False):
             raise
         print(error_line(err), file=sys.stderr)

@@ -42,7 +42,7 @@ import gnrepro.settings.validate  # noqa: E402,F401  (registers the run_name res
 from gnrepro.models.build import build_model  # noqa: E402
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train  # noqa: E402
 from gnrepro.data.device_feed import LOADERS  # noqa: E402
-from gnrepro.engine.execution import pick_device  # noqa: E402
+from gnrepro.engine.execution import build_execution, pick_device  # noqa: E402
 from gnrepro.data.sampling import StepBatchSampler  # noqa: E402
 from gnrepro.engine.throughput import time_steps  # noqa: E402
 from gnrepro.resources import CONFIGS  # noqa: E402
@@ -85,12 +85,17 @@ def build_train_loader(overrides: list[str], with_splits: bool = False, loader: 
     return (train, cfg, splits) if with_splits else (train, cfg)
 
 
-def model_rate(model, shape, num_classes: int, device, steps: int, warmup: int = 2) -> float:
-    """Images/s of the trainer's training steps on synthetic tensors of ``shape`` (already on the device)."""
+def model_rate(cfg, shape, num_classes: int, device, steps: int, warmup: int = 2) -> float:
+    """Images/s of the trainer's training steps on synthetic tensors of ``shape``, the model executed
+    as the run of ``cfg`` executes it (its precision, layout and compile mode: build_execution), so the
+    ratio compares the loader with the step it has to feed. One worker's share: BN's statistics over the
+    ``batch`` images a worker sees (workers=1 for this one-worker step)."""
+    execution = build_execution(cfg, device)
+    model = execution.place(build_model(cfg, num_classes, shape[1], workers=1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    images = torch.randn(shape, device=device)
+    images = execution.images(torch.randn(shape))
     targets = torch.randint(0, num_classes, (shape[0],), device=device)
-    return time_steps(model, optimizer, images, targets, steps, warmup)
+    return time_steps(execution.compile(model), optimizer, images, targets, steps, warmup, execution)
 
 
 def _fmt(rate: float) -> str:
@@ -135,8 +140,7 @@ def main(argv=None) -> int:
         images, _ = next(iter(train))
         shape = tuple(images.shape)
 
-        model = build_model(cfg, splits.num_classes, splits.in_channels).to(device)
-        out_rate = model_rate(model, shape, splits.num_classes, device, args.model_steps or args.steps)
+        out_rate = model_rate(cfg, shape, splits.num_classes, device, args.model_steps or args.steps)
 
     workers = cfg.data.get("num_workers", 0)
     print(f"data={cfg.data.name}  batch={cfg.batch}  tensor {list(shape)}  data.num_workers={workers}  "
@@ -147,7 +151,9 @@ def main(argv=None) -> int:
                   f"{seen} images each, to {device} and normalized)")
     print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone"
           f"{f', data.loader={args.loaders[0]}' if args.loaders else ''})")
-    print(f"model ({cfg.model.name}, {cfg.norm.name}, {device}) : {_fmt(out_rate):>8} images/s  (train steps on synthetic tensors)")
+    how = f"precision={cfg.precision} channels_last={cfg.channels_last} compile={cfg.compile}"
+    print(f"model ({cfg.model.name}, {cfg.norm.name}, {device}, {how}) : {_fmt(out_rate):>8} images/s  "
+          "(train steps on synthetic tensors)")
     verdict = "keeps up" if in_rate >= out_rate else "is the bottleneck: raise data.num_workers"
     print(f"ratio pipeline/model = {in_rate / out_rate:.2f}  (the input pipeline {verdict})")
     return 0

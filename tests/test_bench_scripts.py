@@ -41,7 +41,7 @@ def test_bench_throughput_prints_each_setting_with_its_ratio_to_the_fp32_eager_n
     out = run("bench_throughput.py", "--device", "cpu", "--model", "resnet26", "--norms", "gn",
               "--precisions", "fp32", "bf16", "--layouts", "nchw", "channels_last", "--modes", "eager",
               "--batch", "2", "--size", "16", "--steps", "1", "--warmup", "0")
-    rows = re.findall(r"^gn\s+(fp32|bf16)\s+(nchw|channels_last)\s+eager\s+([\d.]+)\s+([\d.]+)x$", out, flags=re.M)
+    rows = re.findall(r"^gn\s+1\s+(fp32|bf16)\s+(nchw|channels_last)\s+eager\s+([\d.]+)\s+([\d.]+)x\s+0$", out, flags=re.M)
     assert [(r[0], r[1]) for r in rows] == [("fp32", "nchw"), ("fp32", "channels_last"), ("bf16", "nchw"),
                                            ("bf16", "channels_last")]
     base = float(rows[0][2])
@@ -49,3 +49,36 @@ def test_bench_throughput_prints_each_setting_with_its_ratio_to_the_fp32_eager_n
     for _, _, rate, ratio in rows:
         assert abs(float(ratio) - float(rate) / base) < 0.01 + 0.02 * float(ratio)  # rates print 3 digits
     assert re.search(r"^input: uint8 to cpu \+ normalize\s+[\d.]+ images/s$", out, flags=re.M)
+
+
+@pytest.mark.slow
+def test_every_compiled_row_of_bench_throughput_ran_compiled_graphs():
+    """Row honesty: more compiled settings than dynamo's recompile limit (8) in one process, each row
+    compiled from a reset compiler (graphs > 0); per-worker BN timed at two worker counts; GN/BN ratios
+    printed from the rows' own rates; the trainer fed by its real loader on synthetic JPEGs."""
+    out = run("bench_throughput.py", "--device", "cpu", "--model", "resnet14", "--norms", "bn", "gn",
+              "--precisions", "fp32", "--layouts", "nchw", "channels_last", "--modes", "eager", "default",
+              "--workers", "1", "2", "--batch", "2", "--size", "16", "--steps", "1", "--warmup", "1",
+              "--end-to-end", "16", "--backend", "eager")  # dynamo's graph capture, without Inductor's code generation
+    rows = re.findall(r"^(bn|gn)\s+(\d)\s+fp32\s+(nchw|channels_last)\s+(eager|default)\s+([\d.]+)\s+\S+\s+(\d+)$",
+                      out, flags=re.M)
+    compiled = [r for r in rows if r[3] == "default"]
+    assert len(rows) == 16 and len(compiled) == 8, out
+    assert all(int(r[5]) > 0 for r in compiled), out          # each compiled row ran a compiled graph
+    assert all(int(r[5]) == 0 for r in rows if r[3] == "eager"), out
+    assert {r[1] for r in rows} == {"1", "2"}
+    rate = {(r[0], r[1], r[2], r[3]): float(r[4]) for r in rows}
+    for workers, layout, mode, ratio in re.findall(r"^gn/bn\s+workers (\d)\s+fp32 (\S+) (\S+): ([\d.]+)x", out, flags=re.M):
+        want = rate[("gn", workers, layout, mode)] / rate[("bn", workers, layout, mode)]
+        assert abs(float(ratio) - want) < 0.02 + 0.02 * want
+    assert re.search(r"^end to end: bn fp32 eager fed by the real pil\S* loader, data.num_workers=\d+\s+[\d.]+ images/s$",
+                     out, flags=re.M), out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_the_device_check_refuses_in_one_line_without_a_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "device_check.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("gnrepro: error: the device check needs a CUDA GPU") and proc.stderr.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing written

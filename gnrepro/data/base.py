@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gnrepro.errors import ConfigError
+from gnrepro.errors import UserError
 
 log = logging.getLogger("gnrepro")
 
 
-class DataError(ConfigError):
+class DataError(UserError):
     """A data set that is missing or not in the expected layout: one line, what was expected where
-    and how to get it. A ConfigError, so the trainer prints it as ``gnrepro: error: ...`` (exit 2)."""
+    and how to get it. A UserError, so the trainer prints it as ``gnrepro: error: ...`` (exit 2)."""
 
     def __init__(self, message: str = ""):
         # A DataLoader worker re-raises our exception in the main process as
@@ -112,6 +112,22 @@ class ImageFiles(Dataset):
 def new_counter():
     """A skip counter shared with DataLoader worker processes (they inherit it when started)."""
     return multiprocessing.get_context().Value("i", 0)
+
+
+class DeviceStats:
+    """A data set's per-channel mean/std as (1, C, 1, 1) tensors, copied to each device once: a copy
+    per batch would be a small pageable host-to-device transfer that waits for the device every step."""
+
+    def __init__(self, mean, std):
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        self._on: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def on(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = (self.mean.to(device), self.std.to(device))
+        return self._on[key]
 
 
 def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from gnrepro.data.base import normalize_uint8
+from gnrepro.data.base import DeviceStats, normalize_uint8
 from gnrepro.data.gpu_decode import DecodeOnDevice, collate_encoded
 
 LOADERS = ("pil", "pil_uint8", "gpu")
@@ -47,20 +47,12 @@ class NormalizeOnDevice:
     """``prepare`` of ``pil_uint8``: copy the uint8 batch (pinned: asynchronously) and normalize it there."""
 
     def __init__(self, mean, std):
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        self._on = {}
-
-    def stats(self, device):
-        key = str(device)
-        if key not in self._on:
-            self._on[key] = (self.mean.to(device), self.std.to(device))
-        return self._on[key]
+        self.stats = DeviceStats(mean, std)
 
     def __call__(self, batch, device):
         images, targets = batch
         images = images.to(device, non_blocking=True)
-        return normalize_uint8(images, *self.stats(device)), targets.to(device, non_blocking=True)
+        return normalize_uint8(images, *self.stats.on(device)), targets.to(device, non_blocking=True)
 
 
 def feed(loader, cfg, device=None, train: bool = True):

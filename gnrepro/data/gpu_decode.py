@@ -37,7 +37,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from gnrepro.data.base import normalize_uint8
+from gnrepro.data.base import DeviceStats, normalize_uint8
 
 SCALE = (0.08, 1.0)        # RandomResizedCrop's area range (the paper's scale augmentation)
 RATIO = (3 / 4, 4 / 3)     # and aspect-ratio range; torchvision's defaults, as the PIL loader uses
@@ -113,8 +113,7 @@ class DecodeOnDevice:
     def __init__(self, cfg, train: bool):
         self.train = train
         self.size, self.resize, self.crop = int(cfg.train_crop), int(cfg.eval_resize), int(cfg.eval_crop)
-        self.mean = torch.tensor(list(cfg.mean), dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(cfg.std), dtype=torch.float32).view(1, -1, 1, 1)
+        self.stats = DeviceStats(cfg.mean, cfg.std)
 
     def views(self, payloads, boxes, device) -> torch.Tensor:
         """The uint8 (N, 3, S, S) batch of augmented (train) or center-cropped (eval) images."""
@@ -126,8 +125,7 @@ class DecodeOnDevice:
     def __call__(self, batch, device):
         payloads, boxes, labels = batch
         images = self.views(payloads, boxes, device)
-        mean, std = self.mean.to(device), self.std.to(device)
-        return normalize_uint8(images, mean, std), labels.to(device, non_blocking=True)
+        return normalize_uint8(images, *self.stats.on(device)), labels.to(device, non_blocking=True)
 
 
 def cuda_decode_problem() -> str | None:

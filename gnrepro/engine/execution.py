@@ -2,8 +2,8 @@
 cuDNN autotuning (the config keys ``precision``, ``channels_last``, ``compile``, ``cudnn_benchmark``).
 
 None of these changes the paper's math (Sec. 4.1): the same layers, the same SGD rule. They change
-float rounding only, except ``precision=bf16|fp16``, whose coarser activations and gradients are a
-result-changing setting (the paper trained in fp32, the default here). How much each setting
+float rounding only, except ``precision=tf32|bf16|fp16``, whose coarser arithmetic is a
+result-changing setting (the paper trained in fp32, the default here, with TF32 switched off). How much each setting
 speeds up a step is measured by ``scripts/bench_throughput.py`` (docs/performance.md).
 """
 from __future__ import annotations
@@ -16,7 +16,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# precision= -> autocast's dtype (None: every op in 32-bit floats). fp32 is IEEE float32 everywhere, the
+# paper's arithmetic; tf32 lets Ampere-and-later GPUs run fp32 convolutions and matmuls on tensor cores
+# with a 10-bit mantissa, which cuDNN does by default: so fp32 must switch it off to be fp32.
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 
@@ -61,13 +64,16 @@ class Execution:
         """Move ``model`` (in place) to the device and memory layout."""
         return model.to(self.device, memory_format=self.memory_format())
 
-    def compile(self, model: nn.Module) -> nn.Module:
+    def compile(self, model: nn.Module, backend: str = "inductor") -> nn.Module:
         """The module to train with: ``model`` itself, or its ``torch.compile`` wrapper (sharing its
         parameters, so checkpoints and evaluation keep using the plain module). Compile after
-        DistributedDataParallel wraps the model, so its buckets split the graph (torch's DDP docs)."""
+        DistributedDataParallel wraps the model, so its buckets split the graph (torch's DDP docs).
+        ``backend``: Inductor for runs; the benchmark's self-check passes ``eager`` (dynamo's graph
+        capture without code generation, where modes do not apply)."""
         if self.compile_mode == "off":
             return model
-        return torch.compile(model, mode=None if self.compile_mode == "default" else self.compile_mode)
+        mode = None if self.compile_mode == "default" or backend != "inductor" else self.compile_mode
+        return torch.compile(model, mode=mode, backend=backend)
 
 
 def resolve_cudnn_benchmark(value, deterministic: bool) -> bool:
@@ -76,10 +82,21 @@ def resolve_cudnn_benchmark(value, deterministic: bool) -> bool:
     return (not deterministic) if value == "auto" else bool(value)
 
 
+def set_float32_math(precision: str) -> None:
+    """Process-wide: float32 convolutions and matmuls in IEEE fp32 (``ieee``), or in TF32 only for
+    ``precision=tf32``. torch's own default is TF32 for cuDNN convolutions, so fp32 must say so. Uses
+    torch's ``fp32_precision`` switches only (mixing them with the legacy ``allow_tf32`` flags is an error)."""
+    mode = "tf32" if precision == "tf32" else "ieee"
+    torch.backends.cudnn.fp32_precision = mode  # cuDNN's convolutions (and RNNs)
+    torch.backends.cuda.matmul.fp32_precision = mode  # cuBLAS's matmuls (the fc layer)
+
+
 def build_execution(cfg, device: torch.device) -> Execution:
-    """The run's ``Execution`` from its config; sets cuDNN's autotuning as a process-wide switch."""
+    """The run's ``Execution`` from its config; sets cuDNN's autotuning and the float32 math
+    (``set_float32_math``) as process-wide switches."""
     torch.backends.cudnn.benchmark = resolve_cudnn_benchmark(cfg.get("cudnn_benchmark", "auto"), cfg.deterministic)
     precision, channels_last, compile_mode = (cfg.get(key, default) for key, default in DEFAULTS.items())
+    set_float32_math(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     return Execution(device, PRECISIONS[precision], bool(channels_last), compile_mode, scaler)
 

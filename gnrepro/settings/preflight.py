@@ -3,6 +3,7 @@ config-group choices, an unusable results folder, and then every job's composed 
 schema (all jobs of a ``-m`` sweep before the first one trains), each as one line."""
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
 from pathlib import Path
@@ -10,13 +11,12 @@ from typing import Optional
 
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from gnrepro.errors import ConfigError
+from gnrepro.errors import ConfigError, FolderInUse, UserError
 from gnrepro.resources import CONFIGS
 
 # Hydra flags that take a value, which must not be read as an override.
@@ -117,8 +117,25 @@ def sweep_jobs(overrides: list[str], configs: Path = CONFIGS) -> list[list[str]]
     plain = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
     cfg = compose_config(plain, configs)
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
-    (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)
-    return jobs
+    return expand(parser.parse_overrides(params + list(overrides)))
+
+
+def expand(overrides: list) -> list[list[str]]:
+    """Every job of a sweep, in the order Hydra's basic sweeper launches them: the cartesian product of
+    each override's values (``a=1,2 b=x,y`` -> a=1 b=x, a=1 b=y, a=2 b=x, a=2 b=y), a key given twice
+    taking its last values in its first place (a preset's sweep, then the command line's), built on the
+    public ``Override`` API so that it does not break with Hydra's internals."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:  # interval(0,1): a sweeper plugin's (Optuna, Nevergrad) search space, not a list of runs
+            raise ConfigError(f"{key}={override.input_line.split('=', 1)[1] if override.input_line else '...'} is a "
+                              "search interval, which the basic sweeper cannot list; give the values, e.g. key=a,b,c")
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def job_config(job: list[str], multirun: bool, configs: Path = CONFIGS):
@@ -128,7 +145,7 @@ def job_config(job: list[str], multirun: bool, configs: Path = CONFIGS):
     choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
     try:
         folder = Path(hydra_cfg.sweep.dir) / hydra_cfg.sweep.subdir if multirun else Path(hydra_cfg.run.dir)
-    except (OmegaConfBaseException, ConfigError):
+    except (OmegaConfBaseException, UserError):
         folder = None  # a value the run name cannot be made of; the schema names it
     with open_dict(cfg):
         del cfg["hydra"]
@@ -168,10 +185,10 @@ def check_jobs(argv: list[str], configs: Path = CONFIGS, locks: bool = True) -> 
             job_notes = validate(cfg, choices)
             pid = running_pid(folder) if folder is not None and locks else None
             if pid is not None:
-                raise ConfigError(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
+                raise FolderInUse(f"{folder} is already running (pid {pid}); wait for it to finish or stop it")
             if folder is not None:  # a folder made with other settings stops the sweep now, not at this job
                 check_settings(folder, OmegaConf.to_container(cfg, resolve=True))
-        except ConfigError as err:
+        except UserError as err:
             if where:
                 err = ConfigError(where + str(err))
             err.debug = cfg is not None and cfg.get("debug") is True

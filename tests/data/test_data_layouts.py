@@ -8,7 +8,7 @@ import torch
 from conftest import data_config
 from gnrepro.data import build_datasets, build_loaders, fake, limit_train
 from gnrepro.data.base import BadImageError, DataError
-from gnrepro.errors import ConfigError
+from gnrepro.errors import UserError
 from gnrepro.data.sampling import StepBatchSampler
 
 
@@ -183,7 +183,7 @@ def test_corrupt_image_names_the_file_even_from_a_worker_process(tmp_path, num_w
     with pytest.raises(BadImageError) as err:
         next(iter(train))
     text = one_line(err)
-    assert isinstance(err.value, ConfigError)
+    assert isinstance(err.value, UserError)  # printed as one gnrepro: error: line
     assert text.startswith(f"cannot read image {bad}") and "data.skip_bad=true" in text
 
 

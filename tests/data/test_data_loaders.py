@@ -20,7 +20,8 @@ from gnrepro.data.sampling import StepBatchSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (nvJPEG decode); run on a GPU machine")
+def needs_cuda(test):  # marked cuda as well: scripts/device_check.py runs them on a GPU machine
+    return pytest.mark.cuda(pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (nvJPEG decode); run on a GPU machine")(test))
 needs_no_cuda = pytest.mark.skipif(CUDA, reason="checks the error on a machine without a CUDA GPU")
 
 
@@ -192,3 +193,26 @@ def test_gpu_loader_without_cuda_is_one_line(tmp_path, device):
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("gnrepro: error: data.loader=gpu"), proc.stderr
     assert ("device=cpu" if device == "cpu" else "no CUDA GPU") in lines[0] and "data.loader=pil" in lines[0]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_device_constants_are_copied_once_not_every_batch(monkeypatch):
+    """A per-batch copy of mean/std is a small pageable host-to-device transfer that waits for the
+    device: counted by patching Tensor.to, the steady state makes none."""
+    from gnrepro.data.device_feed import NormalizeOnDevice
+
+    prepare = NormalizeOnDevice([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    batch = (torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8), torch.tensor([0, 1]))
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        if self is prepare.stats.mean or self is prepare.stats.std:
+            copies.append(args)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    first, _ = prepare(batch, torch.device("cpu"))
+    for _ in range(4):
+        again, _ = prepare(batch, torch.device("cpu"))
+    assert len(copies) == 2  # mean and std, once
+    torch.testing.assert_close(again, (batch[0].float() / 255 - 0.5) / 0.25)

@@ -89,9 +89,9 @@ def test_bad_magnitudes_are_refused_by_the_schema(compose_cfg, key, value, expec
 
 
 def test_augment_keys_are_the_schemas():
-    from gnrepro.settings.schema import AUGMENT
+    from gnrepro.settings.schema import Augment
 
-    assert set(OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment) == set(AUGMENT)
+    assert set(OmegaConf.load(CONFIGS / "proxy" / "digits.yaml").data.augment) == set(Augment.model_fields)
 
 
 def test_augmented_val_copies_are_one_fixed_draw_for_every_run():

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from gnrepro import runfiles
 from gnrepro.errors import ConfigError
+from gnrepro.runfiles import DamagedFile
 from gnrepro.runs.identity import protocol_hash, settings_diff
 from gnrepro.runs.resume import previous_state
 from gnrepro.runfiles import read_summary
@@ -134,13 +135,13 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
 
 def test_a_truncated_summary_and_a_truncated_checkpoint_are_named_with_their_fix(tmp_path):
     (tmp_path / "summary.json").write_text('{"status": "compl')
-    with pytest.raises(ConfigError, match="summary.json is damaged .*delete it to resume the run from last.pt"):
+    with pytest.raises(DamagedFile, match="summary.json is damaged .*delete it to resume the run from last.pt"):
         read_summary(tmp_path)
     (tmp_path / "summary.json").unlink()
     runfiles.save_checkpoint(tmp_path / "last.pt", {"w": torch.ones(1000)})
     data = (tmp_path / "last.pt").read_bytes()
     (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ConfigError, match=r"last.pt is damaged \(cannot be loaded.*delete it to restart"):
+    with pytest.raises(DamagedFile, match=r"last.pt is damaged \(cannot be loaded.*delete it to restart"):
         previous_state(tmp_path, {})
 
 

@@ -98,7 +98,7 @@ def test_resnet101_and_per_worker_bn_from_config(compose_cfg):
     ("batch=abc", "batch must be a positive integer, got 'abc'"),
     ("optim.base_lr=-1", "optim.base_lr must be a finite number > 0"),
     # the execution keys (gnrepro/engine/execution.py)
-    ("precision=fp8", "precision must be one of fp32, bf16, fp16, got 'fp8'"),
+    ("precision=fp8", "precision must be one of fp32, tf32, bf16, fp16, got 'fp8'"),
     ("compile=max", "compile must be one of off, default, reduce-overhead"),
     ("log_every=0", "log_every must be a positive integer"),
     ("channels_last=maybe", "channels_last must be true or false"),

@@ -3,7 +3,7 @@ data.root costs one line, not a download of 100+ MB first."""
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gnrepro.errors import ConfigError
+from gnrepro.errors import UserError
 from gnrepro.evaluate import check_published, expected_mean
 from gnrepro.resources import CONFIGS
 from gnrepro.weights import formats
@@ -18,7 +18,7 @@ def test_a_missing_data_root_is_refused_before_the_download(tmp_path, monkeypatc
         overrides += ["norm=gn"]
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=overrides)
-    with pytest.raises(ConfigError, match=r"data.root=.*nowhere does not exist"):
+    with pytest.raises(UserError, match=r"data.root=.*nowhere does not exist"):
         check_published(cfg)
 
 

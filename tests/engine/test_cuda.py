@@ -1,0 +1,55 @@
+"""What only a GPU can show (marked ``cuda``: skipped without one, run first by scripts/device_check.py):
+fp32 is IEEE float32 on tensor-core GPUs, and CUDA graphs (``compile=reduce-overhead``) train the
+paper's norms at Figure 1's smallest batch with the same statistics as eager steps."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gnrepro.engine.execution import Execution, set_float32_math
+from gnrepro.layers.norm_registry import build_norm
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def conv_error(precision: str) -> float:
+    """Largest relative error of a ResNet-sized 3x3 convolution against float64."""
+    set_float32_math(precision)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(8, 64, 56, 56, device="cuda", generator=g)
+    w = torch.randn(64, 64, 3, 3, device="cuda", generator=g)
+    got = F.conv2d(x, w, padding=1).double()
+    ref = F.conv2d(x.double(), w.double(), padding=1)
+    set_float32_math("fp32")
+    return ((got - ref).abs().max() / ref.abs().max()).item()
+
+
+def test_fp32_convolutions_are_ieee_float32_and_tf32_is_not():
+    fp32 = conv_error("fp32")
+    assert fp32 < 1e-5, fp32  # float32's 24-bit mantissa over a 576-term sum
+    if torch.cuda.get_device_capability() >= (8, 0):  # tensor-core TF32 exists from Ampere on
+        assert conv_error("tf32") > 10 * fp32  # the negative control: a 10-bit mantissa shows
+
+
+@pytest.mark.parametrize("norm,options", [("bn", {}), ("gn", {}), ("gn", {"ws": True})])
+def test_cuda_graphs_train_each_norm_at_two_images_per_worker_like_eager(norm, options):
+    """compile=reduce-overhead at 2 images x 8 workers on one device (per-worker BN updating its running
+    statistics in place under CUDA graphs), GN and GN+WS: three steps give eager's outputs and buffers."""
+    from gnrepro.layers.convs import build_conv
+
+    def make():
+        torch.manual_seed(0)
+        conv = build_conv("ws" if options.get("ws") else "plain")(16, 32, 3, padding=1)
+        layer = build_norm(norm, 32, workers=8) if norm == "bn" else build_norm(norm, 32, groups=8)
+        return torch.nn.Sequential(conv, layer, torch.nn.ReLU()).cuda()
+
+    x = torch.randn(16, 16, 8, 8, device="cuda")
+    outs = {}
+    for mode in ("off", "reduce-overhead"):
+        model = make()
+        step = Execution(torch.device("cuda"), compile_mode=mode).compile(model)
+        for _ in range(3):
+            out = step(x).clone()
+        outs[mode] = (out, [b.clone() for b in model.buffers()])
+    torch.testing.assert_close(outs["reduce-overhead"][0], outs["off"][0], rtol=1e-4, atol=1e-4)
+    for graphed, eager in zip(outs["reduce-overhead"][1], outs["off"][1]):
+        torch.testing.assert_close(graphed.float(), eager.float(), rtol=1e-4, atol=1e-4)
