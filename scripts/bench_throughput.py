@@ -54,8 +54,9 @@ def sync(device: torch.device) -> None:
 
 
 def compiled_graphs() -> int:
-    """Graphs dynamo compiled since the last ``torch.compiler.reset()``: 0 after a "compiled" row means
-    the row ran eager (e.g. past the recompile limit), which the table then says instead of a speed."""
+    """Graphs dynamo has compiled in this process (its counter survives ``torch.compiler.reset()``, so a
+    row counts the difference): none during a "compiled" row means the row ran eager (e.g. past the
+    recompile limit), which the table then says instead of a speed."""
     from torch._dynamo.utils import counters  # dynamo's own statistics (no public equivalent)
 
     return int(counters["stats"]["unique_graphs"])
@@ -77,8 +78,22 @@ def step_rate(cfg, device, precision: str, channels_last: bool, mode: str, batch
     optimizer = torch.optim.SGD(core.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4, fused=True)
     images = execution.images(torch.randn(batch * workers, 3, size, size))
     targets = torch.randint(0, CLASSES, (batch * workers,), device=device)
+    before = compiled_graphs()
     rate = time_steps(execution.compile(core, backend), optimizer, images, targets, steps, warmup, execution)
-    return rate, compiled_graphs()
+    return rate, compiled_graphs() - before
+
+
+class Steps:
+    """The next ``n`` batches of an iterator, sized as the trainer's loop asks of a loader."""
+
+    def __init__(self, batches, n: int):
+        self.batches, self.n = batches, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(self.batches, self.n)
 
 
 def end_to_end_rate(cfg, device, images: int, batch: int, steps: int, warmup: int) -> tuple[float, str]:
@@ -98,14 +113,15 @@ def end_to_end_rate(cfg, device, images: int, batch: int, steps: int, warmup: in
         model = execution.place(build_model(lcfg, CLASSES, 3, workers=1))
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, fused=device.type == "cuda")
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        batches = itertools.islice(itertools.cycle(loader), warmup + steps)
+        batches = itertools.cycle(loader)  # one iterator: its worker processes keep decoding ahead across both calls
         from gnrepro.engine.loop import train_one_epoch
 
-        train_one_epoch(model, itertools.islice(batches, warmup), optimizer, scheduler, device, epoch=0,
+        train_one_epoch(model, Steps(batches, warmup), optimizer, scheduler, device, epoch=0,
                         progress=False, execution=execution)
         sync(device)
         start = time.perf_counter()
-        train_one_epoch(model, batches, optimizer, scheduler, device, epoch=0, progress=False, execution=execution)
+        train_one_epoch(model, Steps(batches, steps), optimizer, scheduler, device, epoch=0, progress=False,
+                        execution=execution)
         sync(device)
         rate = steps * batch / (time.perf_counter() - start)
     return rate, f"{lcfg.data.loader} loader, data.num_workers={lcfg.data.num_workers}"

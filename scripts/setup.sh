@@ -9,5 +9,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
-.venv/bin/python -m uv pip install --quiet --python .venv/bin/python -e ".[dev]"
+# --compile-bytecode: every process (each CLI test starts several) imports torch, torchvision, timm and
+# scikit-learn; without .pyc files (uv writes none by default, nor Python under PYTHONDONTWRITEBYTECODE)
+# each import compiles them anew, ~30 s of CPU per process.
+.venv/bin/python -m uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".[dev]"
 .venv/bin/python -c "import torch, torchvision, timm, hydra, gnrepro; print(f'gnrepro ready: torch {torch.__version__}, torchvision {torchvision.__version__}, cuda available: {torch.cuda.is_available()}')"

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -141,6 +142,16 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(tmp_path.rglob("summary.json"))) == 2
+    # In parallel, not one after the other: each run's span (its train.log's first to last
+    # timestamp) overlaps the other's. Run one after the other, one would start after the other ended.
+    spans = []
+    for log in sorted(tmp_path.rglob("train.log")):
+        stamps = [datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+                  for line in log.read_text().splitlines() if line.startswith("[20")]
+        spans.append((min(stamps), max(stamps)))
+    assert len(spans) == 2, spans
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, f"the runs did not overlap: {spans}"
 
 
 def test_a_reduced_depth_proxy_is_set_beside_the_papers_resnet50_numbers(tmp_path):

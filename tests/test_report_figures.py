@@ -1,67 +1,75 @@
-"""What the report's figures say (issue 25): Table 3 on one labelled axis, Figure 5's BN/GN pairs in
-one colour per batch size, counts in the singular where they are one, and no matplotlib warning."""
-import warnings
+"""Figures checked through the data they plot, not only that a PNG exists: the report's Figure 1 is
+captured at ``savefig`` and the points of its lines are compared with what the run folders and the
+published CSV say (the mean over seeds of each setting's reported error, the paper's numbers)."""
+from __future__ import annotations
 
-import matplotlib.pyplot as plt
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
 import pytest
 
 from fake_runs import fake_run
-from gnrepro import report
+from gnrepro import report, resources
+
+matplotlib.use("Agg")
+
+BATCHES = (32, 16, 8, 4, 2)
+PUBLISHED = resources.PUBLISHED  # the paper's numbers, as shipped (gnrepro/paper/published_results.csv)
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the report draws, kept open instead of closed after saving."""
-    drawn = []
-    monkeypatch.setattr(report.plt, "close", lambda fig=None: drawn.append(fig))
-    yield drawn
-    plt.close("all")
+def fig1_points(fig) -> dict[str, dict[str, list]]:
+    """{panel title's first word: {legend label: (x, y)}} of every line with data in the figure."""
+    out = {}
+    for ax in fig.axes:
+        lines = {}
+        drawn = [(c.get_label(), c.lines[0]) for c in ax.containers if c.lines[0] is not None]  # errorbar: its data line
+        drawn += [(line.get_label(), line) for line in ax.get_lines()]
+        for label, line in drawn:
+            if label.startswith("_"):  # error-bar caps and stems, the errorbar's own line: no label
+                continue
+            lines[label.split(" (n=")[0]] = (list(line.get_xdata()), list(line.get_ydata()))
+        out["reproduced" if "reproduced" in ax.get_title() or "PROXY" in ax.get_title() else "published"] = lines
+    return out
 
 
-def by_title(figures, text):
-    (fig,) = [f for f in figures if any(text in a.get_title() for a in f.axes)]
-    return fig
+def check_fig1(fig, errors: dict[tuple[str, int], list[float]], pub: pd.DataFrame) -> None:
+    """The reproduced panel draws, for BN and GN, each batch's mean error over seeds at that batch;
+    the published panel the paper's Figure 1 numbers."""
+    points = fig1_points(fig)
+    for tag, norm, label in (("bn", "bn", "BN"), ("gn32", "gn", "GN")):
+        x, y = points["reproduced"][label]
+        want = {b: float(np.mean(errors[(tag, b)])) for b in BATCHES if (tag, b) in errors}
+        assert dict(zip(x, y)) == pytest.approx(want), (label, dict(zip(x, y)), want)
+        p = pub[(pub.experiment == "batch_size") & (pub.model == "resnet50") & (pub.norm == norm)]
+        x, y = points["published"][label]
+        assert dict(zip(x, y)) == pytest.approx(dict(zip(p.images_per_worker, p.top1_error_pct))), label
 
 
-def test_table3_draws_reproduced_and_published_on_one_labelled_axis(tmp_path, figures):
-    for g in (32, 16, 8):
-        fake_run(tmp_path / "runs", data="digits", norm="gn", groups=g, error=10.0 + g / 8)
+def test_figure1_plots_the_mean_error_per_batch_and_the_published_curve(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    errors = {}
+    for tag, norm in (("bn", "bn"), ("gn32", "gn")):
+        for b in BATCHES:
+            for seed in (0, 1):  # two seeds with distinct errors: the line must be their mean
+                e = float(np.round(rng.uniform(20, 40), 2))
+                errors.setdefault((tag, b), []).append(e)
+                fake_run(tmp_path / "runs", norm=norm, batch=b, seed=seed, error=e)
+    saved = {}
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: saved.__setitem__(Path(path).name, fig))
     report.build_report(tmp_path / "runs", tmp_path / "out")
-    fig = by_title(figures, "Table 3")
-    (ax,) = fig.axes  # no second y axis whose own scale would stretch the flat published curve
-    assert ax.get_ylabel() == "top-1 val error (%)" and ax.get_xlabel()
-    assert {line.get_label() for line in ax.get_lines()} >= {"published (ImageNet)"}
-    assert ax.get_legend() is not None
+    pub = pd.read_csv(PUBLISHED)
+    check_fig1(saved["fig1_batch_size.png"], errors, pub)
 
-
-def test_fig5_pairs_bn_and_gn_by_colour_one_per_batch_size(tmp_path, figures):
-    for norm in ("bn", "gn"):
-        for batch in (32, 8, 2):
-            fake_run(tmp_path / "runs", data="digits", norm=norm, batch=batch)
-    report.build_report(tmp_path / "runs", tmp_path / "out")
-    fig = by_title(figures, "BN vs GN by images/worker")
-    lines = {line.get_label(): line for line in fig.axes[1].get_lines()}
-    for batch in (32, 8, 2):
-        bn, gn = lines[f"BN, {batch}/worker"], lines[f"GN, {batch}/worker"]
-        assert bn.get_color() == gn.get_color() and bn.get_linestyle() != gn.get_linestyle()
-    assert len({lines[f"GN, {b}/worker"].get_color() for b in (32, 8, 2)}) == 3
-
-
-def test_counts_of_one_are_singular(tmp_path, figures):
-    fake_run(tmp_path / "runs", data="digits", norm="gn", batch=2, workers=1, epochs=1)
-    report.build_report(tmp_path / "runs", tmp_path / "out")
-    fig = by_title(figures, "PROXY: digits")
-    assert "1 worker, 1 epoch" in fig.axes[0].get_title()
-    assert "(n=1 seed)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0]
-    caption = (tmp_path / "out/digits_resnet50_w1_e1/table2_batch_size.md").read_text()
-    assert "1 worker, 1 epoch" in caption and "1 workers" not in caption
-
-
-@pytest.mark.parametrize("status", ["incomplete", "failed", "complete"])
-def test_no_matplotlib_warning_whatever_the_runs(tmp_path, status):
-    """A group whose only run is still training or failed draws no reproduced curve; an empty
-    legend() was a warning on every such report."""
-    fake_run(tmp_path / "runs", data="digits", norm="gn", batch=2, status=status)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        report.build_report(tmp_path / "runs", tmp_path / "out")
+    # Negative controls: the same check rejects a figure drawn from other data.
+    swapped = {(("gn32" if t == "bn" else "bn"), b): v for (t, b), v in errors.items()}  # BN's line from GN's runs
+    with pytest.raises(AssertionError):
+        check_fig1(saved["fig1_batch_size.png"], swapped, pub)
+    first_seed = {k: v[:1] for k, v in errors.items()}  # one seed instead of the mean
+    with pytest.raises(AssertionError):
+        check_fig1(saved["fig1_batch_size.png"], first_seed, pub)
+    shifted = pub.copy()
+    shifted.loc[shifted.experiment == "batch_size", "top1_error_pct"] += 1  # other published numbers
+    with pytest.raises(AssertionError):
+        check_fig1(saved["fig1_batch_size.png"], errors, shifted)

@@ -54,8 +54,9 @@ def test_no_warmup_at_or_below_the_reference_lr_and_linear_warmup_above():
     assert lrs[0] == pytest.approx(0.00625)
     lrs, _ = _lrs(64, epochs=100)
     warm = 5 * 3
-    assert lrs[0] == pytest.approx(0.2 / warm) and lrs[warm - 1] == pytest.approx(0.2) and lrs[warm] == pytest.approx(0.2)
-    assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm]))
+    # The authors' code: linear, step by step, from the reference LR 0.1 (not from 0) to 0.2 over 5 epochs.
+    assert lrs[:warm] == pytest.approx([0.1 + 0.1 * s / warm for s in range(warm)])
+    assert lrs[warm] == pytest.approx(0.2)
 
 
 def test_decays_fall_mid_epoch_when_epochs_are_few():

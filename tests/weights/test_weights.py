@@ -145,6 +145,7 @@ def F_normalize(x, mean, std):
     return (x - torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)) / torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
 
 
+@pytest.mark.slow  # a ResNet-101 built and loaded (~10 s of CPU); ResNet-50's Caffe2 loading stays in the quick loop
 def test_caffe2_blob_names_cover_resnet101_and_flat_dicts(compose_cfg, tmp_path):
     blobs = caffe2_blobs(101)
     path = tmp_path / "R-101-GN.pkl"
