@@ -31,10 +31,22 @@ from gnrepro.engine.execution import pick_device, set_float32_math
 from gnrepro.errors import EXIT_USER, ConfigError, UserError, error_line
 from gnrepro.resources import CONFIGS
 from gnrepro.settings.preflight import check_command_line, check_composes
+from gnrepro.weights import formats
 from gnrepro.weights.catalog import CATALOG, lookup
 from gnrepro.weights.load import check_setting, load_released, resolve
 
 log = logging.getLogger("gnrepro")
+
+
+def expected_mean(entry, weights_format: str) -> list[float] | None:
+    """The mean the publisher subtracted, when it is known without reading the file (a catalogue
+    entry's format, or ``weights_format`` given); None when only the file tells (gnrepro, auto)."""
+    fmt = entry.format if entry is not None and weights_format == "auto" else weights_format
+    if fmt == "caffe2":
+        return formats.CAFFE2_INPUT.rgb_mean01
+    if fmt in ("torchvision", "ws_official"):
+        return formats.TORCH_INPUT.rgb_mean01
+    return None
 
 
 def check_published(cfg: DictConfig) -> dict:
@@ -45,9 +57,17 @@ def check_published(cfg: DictConfig) -> dict:
     entry = lookup(str(cfg.weights))
     if entry is not None:
         check_setting(entry, cfg, "weights")
-    source = resolve(str(cfg.weights), cfg.weights_format, cfg.conv.name)
-    cfg.data.mean = source.convention.rgb_mean01  # the publisher's mean: the converted model is then exact
+    # The data folder is checked (and read) before the weights are fetched: a wrong data.root must
+    # cost one line, not a download of 100+ MB first. The publisher's mean is known up front for a
+    # catalogue entry or a stated format; a file that only tells once read rebuilds the transforms.
+    known = expected_mean(entry, cfg.weights_format)
+    if known is not None:
+        cfg.data.mean = known
     splits = build_datasets(cfg.data)
+    source = resolve(str(cfg.weights), cfg.weights_format, cfg.conv.name)
+    if list(cfg.data.mean) != list(source.convention.rgb_mean01):
+        cfg.data.mean = source.convention.rgb_mean01  # the publisher's mean: the converted model is then exact
+        splits = build_datasets(cfg.data)
     classes = source.num_classes() or splits.num_classes
     if splits.num_classes > classes:
         raise ConfigError(f"data={cfg.data.name} has {splits.num_classes} classes but {source.describe()} "

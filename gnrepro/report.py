@@ -40,6 +40,7 @@ from gnrepro.layers.norm_registry import (  # noqa: E402
 from gnrepro.engine.probe import FILE as PROBE_FILE  # noqa: E402
 from gnrepro.runs.results import PROTOCOL, load_metrics, load_runs  # noqa: E402
 from gnrepro.resources import PUBLISHED  # noqa: E402
+from gnrepro.text import plural  # noqa: E402
 from gnrepro.runfiles import COMPLETE, DAMAGED, DamagedFile, read_jsonl  # noqa: E402
 
 BATCHES = [32, 16, 8, 4, 2]
@@ -181,7 +182,7 @@ def build_table(table: Table, runs: pd.DataFrame, pub: pd.DataFrame, key: dict) 
 
 
 def caption(table: Table, key: dict, pub: pd.DataFrame) -> str:
-    proto = f"{key['workers']} workers, {key['epochs']} epochs" + (
+    proto = f"{plural(key['workers'], 'worker')}, {plural(key['epochs'], 'epoch')}" + (
         f", {key['subset']}-image train subset" if key["subset"] not in ("-", None) else "")
     head = f"{table.title} -- {key['model']}, {key['data']}, {proto}"
     if is_proxy(key["data"]):
@@ -228,13 +229,15 @@ def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -
         stats = _mean_std(runs, tag)
         if len(stats):
             axes[0].errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", color=color,
-                             capsize=3, label=f"{norm_label(tag)} (n={_n_range(stats['count'])} seeds)")
+                             capsize=3, label=f"{norm_label(tag)} (n={_n_range(stats['count'])} "
+                                                   f"{'seed' if stats['count'].max() == 1 else 'seeds'})")
         if tag == "bn-precise":
             continue  # not in the paper: drawn only where reproduced
         p = pub[(pub.experiment == "batch_size") & (pub.model == "resnet50") & (pub.norm_tag == tag)]
         axes[1].plot(p.images_per_worker, p.top1_error_pct, marker="s", ls="--", color=color, label=norm_label(tag))
     where = f"PROXY: {key['data']}, not ImageNet" if proxy else "reproduced, ImageNet"
-    axes[0].set_title(f"{where}\n{key['model']}, {key['workers']} workers, {key['epochs']} epochs", fontsize=9)
+    axes[0].set_title(f"{where}\n{key['model']}, {plural(key['workers'], 'worker')}, {plural(key['epochs'], 'epoch')}",
+                      fontsize=9)
     axes[1].set_title("published (paper Figure 1), ResNet-50 on ImageNet, 8 workers", fontsize=9)
     for ax in axes:
         ax.set_xscale("log", base=2)
@@ -242,11 +245,18 @@ def plot_figure1(runs: pd.DataFrame, pub: pd.DataFrame, key: dict, path: Path) -
         ax.set_xlabel("images per worker")
         ax.set_ylabel("top-1 val error (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend(ax)
     axes[0].invert_xaxis()  # the paper draws 32 on the left; once only, the x axis is shared
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend where something is labelled: a group whose runs are all partial or failed draws no
+    reproduced curve, and an empty legend() is a matplotlib warning on every report."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def plot_table3(df: pd.DataFrame, table: Table, key: dict, path: Path) -> None:
@@ -256,33 +266,40 @@ def plot_table3(df: pd.DataFrame, table: Table, key: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(x, df["reproduced mean"], yerr=df["std"].fillna(0), marker="o", capsize=3,
                 label="reproduced" + (f" (PROXY: {key['data']})" if is_proxy(key["data"]) else ""))
-    ax2 = ax.twinx() if is_proxy(key["data"]) else ax  # proxy values live on another scale
-    ax2.plot(x, df[pub_col], marker="s", ls="--", color="gray", label="published ImageNet")
+    # one shared, labelled y axis: on a second axis of its own, the published curve (flat within 0.6
+    # points but G = 1) was stretched to the plot's height and looked like large swings
+    ax.plot(x, df[pub_col], marker="s", ls="--", color="gray", label="published (ImageNet)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(x, [str(v) for v in x])
     ax.set_xlabel(table.setting)
     ax.set_ylabel("top-1 val error (%)")
     ax.set_title(f"{table.title.split(':')[0]}: {key['model']}, {key['data']}", fontsize=9)
-    fig.legend(loc="upper center", fontsize=8, ncol=2, bbox_to_anchor=(0.5, 0.9))
+    ax.grid(alpha=0.3)
+    _legend(ax, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_curves(runs: pd.DataFrame, tags: list[str], batches: list[int], key: dict, path: Path, title: str) -> bool:
-    """Figure 4/5 style: train and val error vs epoch, mean over complete seeds, one line per setting."""
+    """Figure 4/5 style: train and val error vs epoch, mean over complete seeds, one line per setting.
+    One colour per batch size and one line style per norm (GN solid, BN dashed; Figure 4: one colour
+    per norm), so BN and GN at the same batch size read as a pair."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     drawn = False
-    for tag in tags:
-        for batch in batches:
+    palette = plt.get_cmap("tab10").colors
+    styles = {"gn32": "-", "bn": "--", "ln": "-.", "in": ":"}
+    for t, tag in enumerate(tags):
+        for b, batch in enumerate(batches):
             sel = runs[(runs.norm_tag == tag) & (runs.batch == batch) & (runs.status == COMPLETE)]
             if sel.empty:
                 continue
             curves = pd.concat([load_metrics(f).set_index("epoch")[["train_error", "val_error"]] for f in sel.folder])
             mean = curves.groupby(level=0).mean()
             label = norm_label(tag) + (f", {batch}/worker" if len(batches) > 1 else "")
+            color = palette[(b if len(batches) > 1 else t) % len(palette)]
             for ax, col in zip(axes, ("train_error", "val_error")):
-                ax.plot(mean.index, mean[col], label=label, ls="-" if tag == "gn32" else "--")
+                ax.plot(mean.index, mean[col], label=label, color=color, ls=styles.get(tag, "-"))
             drawn = True
     if drawn:
         where = f"PROXY ({key['data']}, not ImageNet)" if is_proxy(key["data"]) else key["data"]
@@ -393,7 +410,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, published: Path =
             (gdir / "not_complete.md").write_text(
                 "Runs that are not complete (listed, not averaged):\n\n" + markdown(bad[cols]) + "\n")
             written.append(gdir / "not_complete.md")
-            index.append(f"- {len(bad)} run(s) not complete, not averaged: [list]({gdir.name}/not_complete.md)")
+            index.append(f"- {plural(len(bad), 'run')} not complete, not averaged: [list]({gdir.name}/not_complete.md)")
         index.append("")
     try:
         checks = published_checks.read(results_dir)
@@ -427,8 +444,10 @@ def check_folders(runs: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(prog="python -m gnrepro.report", description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default="results/runs", help="folder holding the run folders (default results/runs)")
-    ap.add_argument("--out", default="results/reports", help="where tables and figures go (default results/reports)")
+    # Defaults: the trainer's results_dir and a folder beside it, both ignored by git. The committed
+    # proxy report is rebuilt only when asked: --runs results/runs --out results/reports.
+    ap.add_argument("--runs", default="outputs/runs", help="folder holding the run folders (default outputs/runs)")
+    ap.add_argument("--out", default="outputs/reports", help="where tables and figures go (default outputs/reports)")
     args = ap.parse_args(argv)
     try:
         check_folders(Path(args.runs), Path(args.out))

@@ -50,7 +50,8 @@ from gnrepro.settings.validate import validate
 from gnrepro.data import build_datasets, build_loaders, limit_train, set_epoch
 from gnrepro.engine.distributed import (Processes, any_process, average_bn_buffers, gather, hosted_workers, init_processes,
                                  launched_as_main, shutdown, sum_over_processes, workers_per_process, wrap)
-from gnrepro.engine.loop import DivergedError, EpochMeter, EpochSums, evaluation_means, evaluation_sums, train_one_epoch
+from gnrepro.engine.loop import (DivergedError, EpochMeter, EpochSums, ProgressLines, evaluation_means, evaluation_sums,
+                                 train_one_epoch)
 from gnrepro.errors import EXIT_FAILED, EXIT_STOPPED, EXIT_USER, ConfigError, UserError, error_line
 from gnrepro.engine.execution import Execution, build_execution
 from gnrepro.engine.loggers import build_logger
@@ -64,6 +65,7 @@ from gnrepro.runs.resume import RunState, previous_state
 from gnrepro.data.sampling import StepBatchSampler
 from gnrepro.engine.schedule import build_optimizer, build_scheduler
 from gnrepro.settings.launcher import check_launcher
+from gnrepro.text import plural
 
 log = logging.getLogger("gnrepro")
 
@@ -253,8 +255,11 @@ class RunLoop:
         """Write the run's summary (``complete`` or ``failed``) and close the logger."""
         summary = summarize(self.cfg, self.history, status, self.device, lr=self.parts.lr,
                             skipped_images=self.parts.splits.skipped_images, processes=self.procs.world_size, **extra)
-        if self.procs.is_main:
+        if self.procs.is_main:  # the policy's files first, the summary that makes the run complete, then the rest goes
+            keep = self.cfg.keep_checkpoint if status == "complete" else "last"  # a failed run keeps its last good last.pt
+            checkpoint.save_final_weights(self.run_dir, keep, self.parts.core, self.resolved)
             runfiles.write_json(self.run_dir / runfiles.SUMMARY, summary)
+            checkpoint.drop_resume_state(self.run_dir, keep)
         self.logger.finish()
         return summary
 
@@ -281,9 +286,13 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         runfiles.write_text(run_dir / runfiles.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     name = str(run_dir.relative_to(run_dir.parents[1]))
     run.logger = build_logger(cfg.logger if main_process else OmegaConf.create({"name": "none"}), run_dir, name, resolved)
-    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%d workers x %d) on %d process(es), "
-             "lr %.4g, on %s", name, len(p.splits.train), len(p.splits.val) * procs.world_size,
-             p.sampler.steps_per_epoch, cfg.batch * cfg.workers, cfg.workers, cfg.batch, procs.world_size, p.lr, device)
+    log.info("run %s: %d train / %d val images, %d steps/epoch of %d images (%s x %d) on %s, lr %.4g, on %s",
+             name, len(p.splits.train), len(p.splits.val) * procs.world_size, p.sampler.steps_per_epoch,
+             cfg.batch * cfg.workers, plural(cfg.workers, "worker"), cfg.batch,
+             plural(procs.world_size, "process", "processes"), p.lr, device)
+    # off a terminal (SLURM, nohup) the progress bar is hidden: log a line now and then instead
+    lines = (ProgressLines(cfg.progress_seconds, cfg.epochs, p.sampler.steps_per_epoch)
+             if main_process and not sys.stdout.isatty() else None)
 
     try:
         while run.epoch <= cfg.epochs:
@@ -296,7 +305,7 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
             done = train_one_epoch(p.model, p.train_loader, p.optimizer, p.scheduler, device, epoch=epoch,
                                    progress=cfg.progress and main_process, meter=run.meter, on_step=run.on_step,
                                    log_every=cfg.log_every, execution=p.execution,
-                                   any_process=lambda flag: any_process(flag, procs))
+                                   any_process=lambda flag: any_process(flag, procs), lines=lines)
             row.update(combine_train(done, procs))
             eval_start = time.perf_counter()
             row.update(evaluate_epoch(cfg, p, epoch, procs))
@@ -318,8 +327,8 @@ def train_processes(cfg, run_dir: Path, resolved: dict, state: RunState, signals
         raise DivergedError(f"{err}; run marked failed, {kept}; lower optim.base_lr or check the data") from err
 
     summary = run.finish("complete")
-    log.info("final error (median of last %d epochs): %.2f%%  -> %s",
-             summary["final_epochs"], summary["final_error"], run_dir)
+    log.info("final error (median of the last %s): %.2f%%  -> %s",
+             plural(summary["final_epochs"], "epoch"), summary["final_error"], run_dir)
     return summary
 
 
@@ -339,6 +348,16 @@ def evaluate_epoch(cfg, p: Parts, epoch: int, procs: Processes) -> dict:
 HYDRA_ONLY = frozenset({".hydra", "train.log", runfiles.LOCK})  # in a run folder before the run writes anything
 
 
+def to_log_file(line: str) -> None:
+    """Append ``line`` to the run's train.log (Hydra's file handler) but not to the console, where it
+    was just printed to stderr: why a run stopped (preempted, diverged, a damaged file) must be in
+    the log a SLURM user reads afterwards, not only in a terminal that may be gone."""
+    record = logging.LogRecord("gnrepro", logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
@@ -348,10 +367,10 @@ def main(cfg: DictConfig) -> float | None:
     except (UserError, DivergedError, Preempted) as err:
         if cfg.get("debug") is True:
             raise
-        if isinstance(err, Preempted):
-            print(f"gnrepro: stopped: {err}", file=sys.stderr)
-        else:
-            print(error_line(err), file=sys.stderr)
+        line = f"gnrepro: stopped: {err}" if isinstance(err, Preempted) else error_line(err)
+        print(line, file=sys.stderr)
+        if not isinstance(err, UserError) or run_dir.is_dir():
+            to_log_file(line)
         sys.exit(EXIT_STOPPED if isinstance(err, Preempted) else EXIT_USER if isinstance(err, UserError) else EXIT_FAILED)
 
 

@@ -116,7 +116,7 @@ def test_bad_input(case, monkeypatch, capsys, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("gnrepro: error: "), out.err
     assert needle in lines[0], lines[0]
     assert "Traceback" not in out.err + out.out
-    assert not (tmp_path / "results").exists(), "a rejected config must leave no run folder"
+    assert not (tmp_path / "outputs").exists(), "a rejected config must leave no run folder"
 
 
 def test_debug_flag_lets_the_exception_through(monkeypatch, tmp_path):
@@ -294,7 +294,7 @@ def test_a_second_launch_through_a_real_process(run_cli, tmp_path):
     with runfiles.RunLock(folder):
         proc = run_cli(*TINY)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"gnrepro: error: {Path('results/runs') / folder.relative_to(tmp_path / 'results/runs')} is already running "
+        f"gnrepro: error: {Path('outputs/runs') / folder.relative_to(tmp_path / 'outputs/runs')} is already running "
         f"(pid {os.getpid()}); wait for it to finish or stop it"]
 
 
@@ -359,7 +359,7 @@ def test_a_crafted_pickle_is_refused_and_never_runs(case, monkeypatch, capsys, t
     callable_name = pickle.whichmodule(open, "open") + ".open"  # how pickle names the payload's callable
     assert f"refused to load {root}" in line and file in line and f"asks for {callable_name}" in line, line
     assert not marker.exists(), "the payload ran"
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
@@ -369,7 +369,7 @@ def test_a_crafted_pickle_through_a_real_process(run_cli, tmp_path):
     proc = run_cli("data=cifar10", f"data.root={root}", *TINY)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith(f"gnrepro: error: refused to load {root}/cifar-10-batches-py/test_batch")
-    assert not marker.exists() and not (tmp_path / "results").exists()
+    assert not marker.exists() and not (tmp_path / "outputs").exists()
 
 
 def test_honest_fake_cifar_pickles_still_load(tmp_path):

@@ -151,7 +151,7 @@ def test_dry_run_lists_runs_status_and_cost_without_training(tmp_path):
     assert len(runs) == 20 and not any(tmp_path.iterdir()), "a dry run writes nothing"
     assert {r.status for r in runs} == {"pending"}
     first = runs[0]
-    assert first.folder == tmp_path / "results/runs/imagenet_resnet50/bn_b32x8_e100_s0"
+    assert first.folder == tmp_path / "outputs/runs/imagenet_resnet50/bn_b32x8_e100_s0"
     assert first.images == 100 * 1_281_167
     assert first.gpu_hours == pytest.approx(first.images / 400.0 / 3600)
 

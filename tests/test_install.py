@@ -62,7 +62,7 @@ def test_the_wheel_alone_runs_train_plan_report_and_evaluate_from_another_folder
     train = _run(["-m", "gnrepro.train", "model=resnet26", "batch=2", "workers=1", "epochs=1", "data.subset=8",
                   "final_epochs=1", "progress=false"], cwd=work, env=env)
     assert train.returncode == 0, train.stderr[-2000:]
-    (summary,) = work.glob("results/runs/digits_resnet26/*/summary.json")
+    (summary,) = work.glob("outputs/runs/digits_resnet26/*/summary.json")
 
     plan = _run(["-m", "gnrepro.plan", "experiment=fig1_batch_size", "data.root=/nowhere"], cwd=work, env=env)
     assert plan.returncode == 0, plan.stderr[-2000:]

@@ -37,14 +37,14 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_tiny_sweep_writes_one_folder_per_setting(tiny):
-    runs = load_runs(tiny / "results/runs")
+    runs = load_runs(tiny / "outputs/runs")
     assert sorted(zip(runs.norm_tag, runs.batch)) == [("bn", 2), ("bn", 4), ("gn32", 2), ("gn32", 4)]
     assert set(runs.status) == {"complete"} and set(runs.workers) == {2} and runs.final_error.notna().all()
 
 
 @pytest.mark.slow  # shares the tiny sweep fixture (a real training sweep)
 def test_report_from_the_tiny_sweep_is_a_labelled_proxy(tiny, tmp_path):
-    files = build_report(tiny / "results/runs", tmp_path)
+    files = build_report(tiny / "outputs/runs", tmp_path)
     group = tmp_path / GROUP
     for name in ("table2_batch_size.md", "table2_batch_size.csv", "table2_batch_size.tex",
                  "fig1_batch_size.png", "fig5_curves.png"):
@@ -64,9 +64,9 @@ def test_report_from_the_tiny_sweep_is_a_labelled_proxy(tiny, tmp_path):
 @pytest.mark.slow  # a real process or a composed sweep: seconds each (pytest -m 'not slow' skips it)
 def test_rerunning_the_sweep_writes_nothing_new(tiny):
     # The trainer skips a run whose summary says "complete".
-    summaries = sorted((tiny / "results/runs").rglob("summary.json"))
+    summaries = sorted((tiny / "outputs/runs").rglob("summary.json"))
     before = {p: p.stat().st_mtime_ns for p in summaries}
-    metrics = {p: p.stat().st_mtime_ns for p in (tiny / "results/runs").rglob("metrics.jsonl")}
+    metrics = {p: p.stat().st_mtime_ns for p in (tiny / "outputs/runs").rglob("metrics.jsonl")}
     proc = sweep(tiny)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in summaries} == before
@@ -129,7 +129,7 @@ def test_report_cli(tmp_path):
 
 @pytest.mark.slow  # shares the tiny sweep fixture (a real training sweep)
 def test_summary_keys_the_report_relies_on_are_written_by_the_trainer(tiny):
-    summary = json.loads(next((tiny / "results/runs").rglob("summary.json")).read_text())
+    summary = json.loads(next((tiny / "outputs/runs").rglob("summary.json")).read_text())
     assert {"status", "final_error", "norm_tag", "batch", "workers", "epochs", "seed", "data", "model"} <= summary.keys()
 
 

@@ -72,12 +72,12 @@ def test_tiny_proxy_sweeps_of_the_new_presets_run_through_the_report(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "gnrepro.train", "-m", f"experiment={preset}", *TINY, *extra],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = load_runs(tmp_path / "results/runs")
+    runs = load_runs(tmp_path / "outputs/runs")
     assert set(runs.status) == {"complete"}
     assert set(zip(runs.model, runs.norm_tag, runs.batch)) == {
         ("resnet50", "bn", 4), ("resnet50", "brn", 4), ("resnet50", "gn32", 4), ("resnet26", "bn-precise", 4),
         ("vgg16", "none", 32), ("vgg16", "bn", 32), ("vgg16", "gn32", 32)}
-    files = build_report(tmp_path / "results/runs", tmp_path / "out")
+    files = build_report(tmp_path / "outputs/runs", tmp_path / "out")
     names = {p.name for p in files}
     assert {"batch_renorm.md", "vgg16.md", "fig6_feature_distribution.png", "fig1_precise_bn.md"} <= names
     (vgg,) = (tmp_path / "out").glob("digits_vgg16_*")  # one protocol group for the VGG runs

@@ -9,14 +9,14 @@ import yaml
 from gnrepro.models.build import build_model
 from gnrepro.runfiles import load_checkpoint, read_jsonl
 
-QUICK = ("data.subset=96", "data.image_size=10", "eval_batch=512")
+QUICK = ("data.subset=96", "data.image_size=10", "eval_batch=512", "keep_checkpoint=last")  # these tests read last.pt
 
 
 @pytest.mark.slow
 def test_main_job_end_to_end_from_another_directory(run_cli, tmp_path, compose_cfg):
     proc = run_cli("norm=gn", "batch=4", "workers=2", "epochs=3", *QUICK)
     assert proc.returncode == 0, proc.stderr
-    run_dir = tmp_path / "results/runs/digits_resnet50/gn32_b4x2_e3_s0"
+    run_dir = tmp_path / "outputs/runs/digits_resnet50/gn32_b4x2_e3_s0_sub96"
     assert run_dir.is_dir(), list(tmp_path.rglob("*"))
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -47,7 +47,7 @@ def test_same_seed_gives_the_same_run(run_cli, tmp_path):
     a = run_cli(*args, "results_dir=a")
     b = run_cli(*args, "results_dir=b")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    rel = "digits_resnet50/bn_b8x2_e1_s0/metrics.jsonl"
+    rel = "digits_resnet50/bn_b8x2_e1_s0_sub96/metrics.jsonl"
     ra, rb = read_jsonl(tmp_path / "a" / rel), read_jsonl(tmp_path / "b" / rel)
     assert ra[0]["train_loss"] == rb[0]["train_loss"] and ra[0]["val_error"] == rb[0]["val_error"]
     wa = torch.load(tmp_path / "a" / rel.replace("metrics.jsonl", "last.pt"), weights_only=True)["model"]

@@ -14,7 +14,7 @@ rest of the proxy protocol: configs/proxy/digits.yaml).
 Why an exposure jitter (``contrast``, ``brightness``; off unless set): every digit is drawn with the
 same ink on the same background, so two digits' feature statistics are nearly the population's and
 BN's statistics over 2 images are barely noisier than over 32. Photos differ in exposure from image
-to image. A per-image gain and offset of the ink (issue 10's pilots, README "Proxy results") is the
+to image. A per-image gain and offset of the ink (issue 10's pilots, docs/proxy.md) is the
 knob that tests whether that heterogeneity is what the proxy was missing.
 """
 from __future__ import annotations

@@ -285,7 +285,7 @@ def _no_download(cfg, what: str):
 
 IMAGENET_HOW = ("get ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz "
                 "from https://image-net.org/download, extract train/ per class, "
-                "and sort val/ with scripts/sort_imagenet_val.py (see README, Data sets)")
+                "and sort val/ with scripts/sort_imagenet_val.py (see docs/data.md)")
 
 
 def build_imagenet(cfg) -> DataSplits:

@@ -1,5 +1,5 @@
 """What a run saves to ``last.pt`` and takes back from it: the random streams, the sums of an epoch
-checkpointed part-way, and the model/optimizer/schedule state (README, "Runs survive interruption").
+checkpointed part-way, and the model/optimizer/schedule state (docs/runs.md).
 
 A resumed run continues bitwise under ``deterministic=true``: the data order is a function of seed
 and epoch, and every random stream a process draws from is saved with its position.
@@ -102,3 +102,24 @@ def restore(ckpt: dict, path: Path, procs: Processes, *, model, optimizer, sched
         log.warning("the checkpoint holds random states for %d processes, not %d: data augmentation "
                     "continues from fresh streams", len(ckpt["rng"]), procs.world_size)
     return ckpt["history"], ckpt["next_epoch"], ckpt["epoch_lr"], meter
+
+
+WEIGHTS = "weights.pt"  # a completed run's final model, without optimizer state (keep_checkpoint=weights)
+
+
+def save_final_weights(run_dir: Path, keep: str, model: torch.nn.Module, config: dict) -> None:
+    """``keep_checkpoint=weights``: the final model as ``weights.pt`` ({"model", "config"}: what
+    ``init=`` and ``gnrepro.evaluate weights=`` read, format gnrepro), written before summary.json so
+    a complete run never lacks it."""
+    if keep == "weights":
+        runfiles.save_checkpoint(Path(run_dir) / WEIGHTS, {"model": model.state_dict(), "config": config})
+
+
+def drop_resume_state(run_dir: Path, keep: str) -> None:
+    """After summary.json: remove ``last.pt`` unless ``keep_checkpoint=last``. Why: ``last.pt`` is
+    there to resume, and a complete run is never resumed; its optimizer state (SGD momentum, as large
+    as the weights) only costs disk (a 30-run ResNet-50 sweep kept 5 GB of it). ``last`` keeps it, to
+    re-score or continue a run (scripts/proxy_augmented_val.py reads it). A kill between summary.json
+    and this leaves one file too many, never one too few."""
+    if keep != "last":
+        (Path(run_dir) / runfiles.CHECKPOINT).unlink(missing_ok=True)

@@ -4,7 +4,7 @@ cuDNN autotuning (the config keys ``precision``, ``channels_last``, ``compile``,
 None of these changes the paper's math (Sec. 4.1): the same layers, the same SGD rule. They change
 float rounding only, except ``precision=tf32|bf16|fp16``, whose coarser arithmetic is a
 result-changing setting (the paper trained in fp32, the default here, with TF32 switched off). How much each setting
-speeds up a step is measured by ``scripts/bench_throughput.py`` (README, "Performance").
+speeds up a step is measured by ``scripts/bench_throughput.py`` (docs/performance.md).
 """
 from __future__ import annotations
 

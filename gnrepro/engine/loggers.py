@@ -2,11 +2,14 @@
 unless asked otherwise, and checked up front so it can never block a run waiting on a network."""
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 from pathlib import Path
 
 from gnrepro.errors import ConfigError
+
+log = logging.getLogger("gnrepro")
 
 
 class NullLogger:
@@ -18,14 +21,23 @@ class NullLogger:
 
 
 class WandbLogger:
-    def __init__(self, run):
-        self.run = run
+    def __init__(self, run, mode: str):
+        self.run, self.mode = run, mode
+        self.folder = Path(run.dir).parent  # wandb/offline-run-<time>-<id>/ (run.dir is its files/)
+        if mode == "offline":
+            log.info("W&B: logging offline to %s", self.folder)
 
     def log(self, metrics: dict, step: int) -> None:
         self.run.log(metrics, step=step)
 
     def finish(self) -> None:
         self.run.finish()
+        # wandb is silent (settings below): without this line an offline user would not know that
+        # anything was recorded, where, or that it needs an upload
+        if self.mode == "offline":
+            log.info("W&B: offline run saved in %s; upload it with: wandb sync %s", self.folder, self.folder)
+        elif self.mode == "online":
+            log.info("W&B: run at %s", self.run.url)
 
 
 def _has_wandb_credentials() -> bool:
@@ -62,4 +74,4 @@ def build_logger(cfg, run_dir: Path, name: str, config: dict):
         project=cfg.project, entity=cfg.entity, mode=cfg.mode, dir=str(run_dir), name=name,
         config=config, settings=wandb.Settings(init_timeout=cfg.init_timeout, silent=True),
     )
-    return WandbLogger(run)
+    return WandbLogger(run, cfg.mode)

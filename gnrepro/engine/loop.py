@@ -8,6 +8,7 @@ recorded on the device and raises DivergedError at the next read point.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from gnrepro.engine.execution import Execution
+
+log = logging.getLogger("gnrepro")
 
 
 class DivergedError(RuntimeError):
@@ -120,11 +123,42 @@ def _optimizer_step(optimizer, execution: Execution, loss: torch.Tensor, bad: to
         optimizer.step()
 
 
+class ProgressLines:
+    """A progress line for logs that are not a terminal (SLURM, nohup: no progress bar there, and an
+    ImageNet epoch is hours of silence otherwise): at the first read point (every ``log_every`` steps)
+    after ``seconds`` since the last line, one ``log.info`` line (console and train.log) with the
+    step, the loss since the last read, LR, images/s and the training time left (evaluation not
+    counted). ``seconds=0``: at every read point."""
+
+    def __init__(self, seconds: float, epochs: int, steps_per_epoch: int, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.epochs, self.steps_per_epoch, self.clock = seconds, epochs, steps_per_epoch, clock
+        self.last = clock()
+
+    def maybe(self, epoch: int, meter: EpochMeter, total: int, loss: float, lr: float) -> None:
+        now = self.clock()
+        if now - self.last < self.seconds or not meter.seconds:
+            return
+        self.last = now
+        rate = meter.steps / meter.seconds  # this epoch's steps per second so far
+        left = (total - meter.steps) + (self.epochs - epoch) * self.steps_per_epoch
+        log.info("epoch %d/%d  step %d/%d  loss %.4f  lr %.4g  %.1f img/s  ETA %s (training)", epoch, self.epochs,
+                 meter.steps, total, loss, lr, meter.seen / meter.seconds, _duration(left / rate if rate else 0))
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m`` / ``3m05s`` / ``42s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def train_one_epoch(
     model, loader, optimizer, scheduler, device, *, epoch: int, progress: bool = True,
     meter: Optional[EpochMeter] = None, on_step: Optional[Callable[[EpochSums], None]] = None,
     log_every: int = 50, execution: Optional[Execution] = None,
     any_process: Callable[[bool], bool] = _no_other_process,
+    lines: Optional[ProgressLines] = None,
 ) -> EpochMeter:
     """Train on every batch of ``loader``, stepping ``scheduler`` after every optimizer step.
 
@@ -133,7 +167,8 @@ def train_one_epoch(
     calls ``sums.read()`` when it needs the sums. The sums are read every ``log_every`` steps (the
     progress bar) and at the end; a non-finite loss raises DivergedError there, its update skipped.
     ``execution``: precision, memory layout (``model`` is already prepared by it); fp32 by default.
-    The progress bar shows only on a terminal (``progress=True``) and never when ``progress=False``.
+    The progress bar shows only on a terminal (``progress=True``) and never when ``progress=False``;
+    ``lines`` (off a terminal) logs a progress line at read points instead (``ProgressLines``).
     Returns the epoch's sums (``EpochMeter``; ``.summary()`` gives the means).
     """
     execution = execution or Execution(torch.device(device))
@@ -160,6 +195,8 @@ def train_one_epoch(
             last = (meter.loss_sum, meter.seen)
             bar.set_postfix(loss=f"{window:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}",
                             img_s=f"{meter.seen / meter.seconds:.0f}")
+            if lines is not None:
+                lines.maybe(epoch, meter, bar.total, window, optimizer.param_groups[0]["lr"])
         if on_step is not None:
             on_step(sums)
     return sums.read(time.perf_counter() - start)

@@ -7,7 +7,7 @@ from one of those gets a short hash suffix (``_h1a2b3c``) so two protocols never
 From it derive:
 
 - the run folder (``run_name``, the OmegaConf resolver of ``hydra.run.dir``):
-  ``<data>_<model>/<normtag>_b<batch>x<workers>_e<epochs>_s<seed>[_from-<init>][_bf16|_fp16][_h<hash>]``;
+  ``<data>_<model>/<normtag>_b<batch>x<workers>_e<epochs>_s<seed>[_sub<N>][_from-<init>][_bf16|_fp16][_h<hash>]``;
 - the report's grouping columns (``GROUP_COLUMNS``, read by gnrepro.runs.results);
 - the resume guard's comparison (``settings_diff``): every key but ``RUNTIME_KEYS``, written the
   same way (``canonical``), with ``ADDED_KEYS`` filling keys older run records lack.
@@ -56,7 +56,7 @@ SETTINGS = (
     Setting("epochs", named=True, grouped=True),
     Setting("seed", named=True),
     Setting("init", named=True, grouped=True),  # grouped as "pretrained": fine-tuned or from scratch
-    Setting("data.subset", grouped=True),
+    Setting("data.subset", named=True, grouped=True),  # "_sub<N>" in the name; the full split unnamed
     Setting("data.image_size", grouped=True),
     Setting("precision", named=True, grouped=True),  # "_bf16"/"_fp16" in the name; fp32 (the paper's) unnamed
     Setting("optim.base_lr", paper=0.1),      # LR at 32 images per worker
@@ -75,7 +75,8 @@ assert len(GROUP_COLUMNS) == sum(s.grouped for s in SETTINGS) + 1
 # Settings that may change between launches of one run without changing its result; every other
 # key does (the resume guard compares all of them).
 RUNTIME_KEYS = (
-    "progress", "device", "eval_batch", "debug", "results_dir", "checkpoint_steps", "logger",
+    "progress", "progress_seconds", "device", "eval_batch", "debug", "results_dir", "checkpoint_steps",
+    "keep_checkpoint", "logger",
     "data.num_workers", "data.root", "data.download", "data.pin_memory", "data.persistent_workers",
     "data.prefetch_factor", "probe",
     # how a step executes: the same math, other float rounding (like device); gnrepro/engine/execution.py
@@ -174,6 +175,16 @@ def init_tag(init) -> str:
     return "_from-" + "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
 
 
+def subset_tag(data_cfg) -> str:
+    """``_sub<N>`` for a run on a fixed N-image subset of the train split, empty for the full split.
+    Why named: a quick subset check must never take (and lock with its own result) the folder of the
+    full run with the same settings. N is written as an integer: Hydra may hand ``64.0`` from a sweep
+    or an older record, and one run must have one name."""
+    data = _plain(data_cfg)
+    subset = data.get("subset") if isinstance(data, dict) else None
+    return "" if subset is None else f"_sub{int(subset)}"
+
+
 def precision_tag(precision) -> str:
     """``_bf16`` / ``_fp16`` for a run trained in lower precision; empty for fp32 (the paper's)."""
     return "" if precision in (None, "", "fp32") else f"_{precision}"
@@ -181,14 +192,15 @@ def precision_tag(precision) -> str:
 
 def run_name(data: str, model: str, norm, conv, batch, workers, epochs, seed, init=None, optim=None,
              precision=None, data_cfg=None) -> str:
-    """``<data>_<model>/<norm>_b<batch>x<workers>_e<epochs>_s<seed>[_from-<init>][_bf16|_fp16][_h<hash>]``:
-    one folder per setting; a fine-tuned run never shares a folder with a run from scratch, nor a
+    """``<data>_<model>/<norm>_b<batch>x<workers>_e<epochs>_s<seed>[_sub<N>][_from-<init>][_bf16|_fp16][_h<hash>]``:
+    one folder per setting; a subset run never shares a folder with the full run, a fine-tuned run
+    never shares a folder with a run from scratch, nor a
     bf16/fp16 run with an fp32 one, nor a run with another optimizer or data protocol
     (``protocol_hash`` of ``optim`` and ``data_cfg``, the whole data node) with one under the
     reference protocol."""
     suffix = protocol_hash(optim, data_cfg)
-    return (f"{data}_{model}/{norm_tag(norm, conv)}_b{batch}x{workers}_e{epochs}_s{seed}{init_tag(init)}"
-            + precision_tag(precision) + (f"_{suffix}" if suffix else ""))
+    return (f"{data}_{model}/{norm_tag(norm, conv)}_b{batch}x{workers}_e{epochs}_s{seed}{subset_tag(data_cfg)}"
+            + init_tag(init) + precision_tag(precision) + (f"_{suffix}" if suffix else ""))
 
 
 if not OmegaConf.has_resolver("run_name"):

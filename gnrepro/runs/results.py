@@ -69,7 +69,8 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
             "workers": summary.get("workers", cfg.get("workers")),
             "epochs": summary.get("epochs", cfg.get("epochs")),
             "seed": summary.get("seed", cfg.get("seed")),
-            "subset": data.get("subset"),
+            # an integer: a float (64.0, from a sweep or pandas) would name a report folder sub64.0
+            "subset": int(data["subset"]) if data.get("subset") is not None else None,
             "image_size": data.get("image_size"),
             "pretrained": bool(summary.get("init", cfg.get("init"))),
             "precision": cfg.get("precision", "fp32"),
@@ -83,7 +84,9 @@ def load_runs(results_dir: str | Path) -> pd.DataFrame:
                *PROTOCOL[4:], "final_error", "epochs_done", "error"]
     df = pd.DataFrame(rows, columns=columns)
     for col in ("subset", "image_size"):  # absent for data sets without them: one value, not NaN
-        df[col] = df[col].astype(object).where(df[col].notna(), "-")
+        # from the rows, not df[col]: pandas stores ints mixed with None as floats (64 -> 64.0)
+        values = pd.Series([row[col] for row in rows], index=df.index, dtype=object)
+        df[col] = values.where(values.notna(), "-")
     return df
 
 

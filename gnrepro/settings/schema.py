@@ -343,7 +343,9 @@ class Train(Command):  # configs/train.yaml
     eval_batch: Int()
     progress: Bool
     checkpoint_steps: Int(0)
-    results_dir: Str(eg="results/runs")
+    keep_checkpoint: Choice("last", "weights", "none")  # what a completed run keeps (gnrepro/engine/checkpoint.py)
+    progress_seconds: Float(ge=0, eg="60")    # off a terminal: a progress line at most this often (gnrepro/engine/loop.py)
+    results_dir: Str(eg="outputs/runs")
     debug: Bool
     init: Str(eg="tv-resnet50", null=True)    # released weights to fine-tune from (gnrepro/weights/catalog.py)
     init_format: Choice("auto", *WEIGHT_FORMATS)
@@ -369,7 +371,7 @@ class Evaluate(Command):  # configs/evaluate.yaml: its own top level, the same g
     workers: Int()
     device: Device
     eval_batch: Int()
-    results_dir: Str(eg="results/runs")
+    results_dir: Str(eg="outputs/runs")
     debug: Bool
 
     @classmethod
@@ -523,7 +525,8 @@ def _gn_groups(cfg: dict) -> None:
 def _final_epochs(cfg: dict) -> Optional[str]:
     if cfg["final_epochs"] > cfg["epochs"]:
         return (f"final_epochs={cfg['final_epochs']} is more than epochs={cfg['epochs']}: "
-                f"the result is the median of all {cfg['epochs']} epochs")
+                + ("the result is the last epoch's error" if cfg["epochs"] == 1
+                   else f"the result is the median of all {cfg['epochs']} epochs"))
     return None
 
 

@@ -53,4 +53,4 @@ def one_process_bn(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("one_process")
     proc = train(cwd, *TINY, "norm=bn", "epochs=1", "results_dir=one")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd / "one" / "digits_resnet14" / "bn_b4x2_e1_s0"
+    return cwd / "one" / "digits_resnet14" / "bn_b4x2_e1_s0_sub32"

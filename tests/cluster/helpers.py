@@ -26,7 +26,7 @@ def launcher(partition: str, tasks: int = 1, gpus="null") -> tuple[str, ...]:
 
 # A run of a few seconds: 4 steps of 2 workers x 4 images per epoch on a 32-image subset (as tests/test_distributed.py).
 TINY = ("model=resnet14", "batch=4", "workers=2", "data.subset=32", "data.image_size=10", "eval_batch=512",
-        "progress=false", "deterministic=true")
+        "progress=false", "deterministic=true", "keep_checkpoint=last")  # the tests compare last.pt
 
 
 def why_no_cluster() -> str | None:

@@ -14,7 +14,7 @@ from gnrepro.runfiles import read_jsonl
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ARGS = (*TINY, "norm=gn", "epochs=6")
-RUN = "digits_resnet14/gn32_b4x2_e6_s0"
+RUN = "digits_resnet14/gn32_b4x2_e6_s0_sub32"
 
 
 def test_requeued_and_signalled_job_resumes_to_the_uninterrupted_result(cluster, tmp_path):

@@ -26,7 +26,7 @@ def test_sweep_of_four_runs_through_the_slurm_launcher_then_the_report(cluster, 
                  "--signal=USR2@120", "--time=10"):
         assert flag in sbatch, flag
     runs = sorted((tmp_path / "sweep" / "digits_resnet14").iterdir())
-    assert [r.name for r in runs] == ["bn_b4x2_e1_s0", "bn_b8x2_e1_s0", "gn32_b4x2_e1_s0", "gn32_b8x2_e1_s0"]
+    assert [r.name for r in runs] == ["bn_b4x2_e1_s0_sub32", "bn_b8x2_e1_s0_sub32", "gn32_b4x2_e1_s0_sub32", "gn32_b8x2_e1_s0_sub32"]
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "complete" and summary["epochs_done"] == 1, run

@@ -18,7 +18,7 @@ def test_two_tasks_of_one_job_equal_one_process_with_two_workers(cluster, tmp_pa
     assert "--ntasks-per-node=2" in next(job_dir.glob("*_submission.sh")).read_text()
     assert sorted(p.name.split("_")[-2] for p in job_dir.glob("*_log.err")) == ["0", "1"]  # one log per task
 
-    run = tmp_path / "slurm" / "digits_resnet14" / "bn_b4x2_e1_s0"
+    run = tmp_path / "slurm" / "digits_resnet14" / "bn_b4x2_e1_s0_sub32"
     assert json.loads((run / "summary.json").read_text())["processes"] == 2
     (a, hist_a), (b, hist_b) = final_state(one_process_bn), final_state(run)
     assert max_diff(a, b) <= 1e-5, max_diff(a, b)

@@ -42,7 +42,7 @@ def test_two_nodes_on_localhost_train_one_run_equal_to_one_process(tmp_path, one
         for f in logs:
             f.close()
     assert codes == [0, 0], [(tmp_path / f"node{i}.err").read_text()[-2000:] for i in (0, 1)]
-    run = tmp_path / "nodes" / "digits_resnet14" / "bn_b4x2_e1_s0"
+    run = tmp_path / "nodes" / "digits_resnet14" / "bn_b4x2_e1_s0_sub32"
     (a, hist_a), (b, hist_b) = final_state(one_process_bn), final_state(run)
     assert max_diff(a, b) <= 1e-5, max_diff(a, b)
     assert max_diff(a, b, lambda k: "running" in k) <= 1e-5

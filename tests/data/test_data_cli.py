@@ -34,7 +34,7 @@ def test_data_config_runs_end_to_end(run_cli, tmp_path, name):
     data = make(tmp_path / "data")
     proc = run_cli(f"data={name}", f"data.root={data}", "data.num_workers=0", "data.subset=4", *SMALL, *extra)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    run = tmp_path / "results" / "runs" / f"{name}_resnet50" / "gn32_b2x1_e1_s0"
+    run = tmp_path / "outputs" / "runs" / f"{name}_resnet50" / "gn32_b2x1_e1_s0_sub4"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["data"] == name and summary["status"] == "complete" and summary["epochs"] == 1
     (metrics,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -47,7 +47,7 @@ def test_data_config_runs_end_to_end(run_cli, tmp_path, name):
 def test_missing_root_from_the_cli(run_cli, tmp_path):
     line = single_error_line(run_cli("data=cifar10", f"data.root={tmp_path / 'nope'}", *SMALL))
     assert f"data.root={tmp_path / 'nope'} does not exist" in line and "cifar-10-batches-py/" in line
-    assert not (tmp_path / "results").exists()  # nothing left behind
+    assert not (tmp_path / "outputs").exists()  # nothing left behind
 
 
 @pytest.mark.slow

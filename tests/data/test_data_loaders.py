@@ -192,7 +192,7 @@ def test_gpu_loader_without_cuda_is_one_line(tmp_path, device):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("gnrepro: error: data.loader=gpu"), proc.stderr
     assert ("device=cpu" if device == "cpu" else "no CUDA GPU") in lines[0] and "data.loader=pil" in lines[0]
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_the_device_constants_are_copied_once_not_every_batch(monkeypatch):

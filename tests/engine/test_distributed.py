@@ -12,7 +12,7 @@ from gnrepro.runs.identity import protocol_hash
 from gnrepro.data.sampling import StepBatchSampler
 
 BASE = ("batch=4", "workers=2", "epochs=1", "data.subset=32", "data.image_size=10", "deterministic=true",
-        "progress=false", "eval_batch=512")  # 4 optimizer steps of 8 images
+        "progress=false", "eval_batch=512", "keep_checkpoint=last")  # 4 optimizer steps of 8 images; the tests read last.pt
 
 
 def launch(tmp_path, nproc, *overrides):
@@ -34,7 +34,7 @@ def max_diff(a, b, only=lambda k: True):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm,run", [("bn", "bn_b4x2_e1_s0"), ("gn", "gn32_b4x2_e1_s0")])
+@pytest.mark.parametrize("norm,run", [("bn", "bn_b4x2_e1_s0_sub32"), ("gn", "gn32_b4x2_e1_s0_sub32")])
 def test_two_processes_equal_one_process_with_two_workers(tmp_path, norm, run):
     one = launch(tmp_path, 1, f"norm={norm}", "results_dir=one")
     two = launch(tmp_path, 2, f"norm={norm}", "results_dir=two")
@@ -54,7 +54,7 @@ def test_negative_control_one_worker_of_twice_the_batch_differs(tmp_path):
     per_worker = launch(tmp_path, 1, "norm=bn", "results_dir=pw")
     one_worker = launch(tmp_path, 1, "norm=bn", "batch=8", "workers=1", "results_dir=ow", "optim.base_lr=0.05")
     assert per_worker.returncode == 0 and one_worker.returncode == 0, per_worker.stderr + one_worker.stderr
-    (a, _), (b, _) = final_state(tmp_path, "pw", "bn_b4x2_e1_s0"), final_state(tmp_path, "ow", f"bn_b8x1_e1_s0_{protocol_hash({'base_lr': 0.05})}")
+    (a, _), (b, _) = final_state(tmp_path, "pw", "bn_b4x2_e1_s0_sub32"), final_state(tmp_path, "ow", f"bn_b8x1_e1_s0_sub32_{protocol_hash({'base_lr': 0.05})}")
     # Same images, same LR (0.1 * 4/32 = 0.05 * 8/32), same steps: only BN's statistics differ.
     assert max_diff(a, b) > 1e-3
 

@@ -67,4 +67,4 @@ def test_norm_none_on_resnet_is_one_line_on_the_command_line(run_cli, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gnrepro: error: norm=none"), proc.stderr
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.yaml"))
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.yaml"))

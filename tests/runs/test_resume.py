@@ -19,8 +19,8 @@ from gnrepro.runs.resume import previous_state
 from gnrepro.runfiles import read_summary
 
 TINY = ("norm=bn", "batch=4", "workers=2", "data.subset=48", "data.image_size=10", "eval_batch=512",
-        "deterministic=true", "progress=false")
-RUN = "digits_resnet50/bn_b4x2_e{epochs}_s0"
+        "deterministic=true", "progress=false", "keep_checkpoint=last")  # the tests compare last.pt
+RUN = "digits_resnet50/bn_b4x2_e{epochs}_s0_sub{subset}"
 
 
 def start(tmp_path, *overrides):
@@ -58,7 +58,7 @@ def test_sigkill_then_relaunch_gives_the_same_run_bitwise(tmp_path):
     assert straight.wait(timeout=900) == 0, straight.communicate()
 
     killed = start(tmp_path, *args, "results_dir=killed")
-    metrics = tmp_path / "killed" / RUN.format(epochs=3) / "metrics.jsonl"
+    metrics = tmp_path / "killed" / RUN.format(epochs=3, subset=32) / "metrics.jsonl"
     wait_for(mid_epoch_checkpoint(metrics.parent / "last.pt", epoch=2), killed)
     killed.send_signal(signal.SIGKILL)  # epoch 3 is still to come, so the run cannot have finished
     killed.wait()
@@ -68,7 +68,7 @@ def test_sigkill_then_relaunch_gives_the_same_run_bitwise(tmp_path):
     assert resumed.returncode == 0, err
     assert "resuming" in out + err
 
-    a_dir, b_dir = tmp_path / "straight" / RUN.format(epochs=3), metrics.parent
+    a_dir, b_dir = tmp_path / "straight" / RUN.format(epochs=3, subset=32), metrics.parent
     a, b = runfiles.load_checkpoint(a_dir / "last.pt"), runfiles.load_checkpoint(b_dir / "last.pt")
     diff = max((a["model"][k].double() - b["model"][k].double()).abs().max().item() for k in a["model"])
     assert diff == 0.0, f"parameters differ by {diff}"
@@ -83,7 +83,7 @@ def test_sigkill_then_relaunch_gives_the_same_run_bitwise(tmp_path):
 def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     args = ("epochs=2", "data.subset=64")
     proc = start(tmp_path, *args)
-    log = tmp_path / "results/runs" / RUN.format(epochs=2) / "train.log"
+    log = tmp_path / "outputs/runs" / RUN.format(epochs=2, subset=64) / "train.log"
     wait_for(lambda: log.exists() and "steps/epoch" in log.read_text(), proc)
     proc.send_signal(signal.SIGTERM)  # during the first epoch: 8 steps, then a second epoch
     out, err = proc.communicate(timeout=300)
@@ -109,7 +109,7 @@ def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_a_finite_checkpoint(tm
     assert proc.returncode == 1
     line = err.strip().splitlines()[-1]
     assert line.startswith("gnrepro: error: the ") and "became" in line and "marked failed" in line, err
-    run_dir = tmp_path / "results/runs" / (RUN.format(epochs=2) + "_" + protocol_hash({"base_lr": 1e12}))
+    run_dir = tmp_path / "outputs/runs" / (RUN.format(epochs=2, subset=48) + "_" + protocol_hash({"base_lr": 1e12}))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["final_error"] is None and "became" in summary["reason"]
     ckpt = runfiles.load_checkpoint(run_dir / "last.pt")

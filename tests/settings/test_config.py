@@ -81,7 +81,7 @@ def test_norm_tags(compose_cfg, overrides, tag):
 
 def test_run_dir_is_named_by_settings(compose_cfg):
     cfg = compose_train("norm=gn", "batch=2", "seed=3", "epochs=7", hydra=True)
-    assert cfg.hydra.run.dir == "results/runs/digits_resnet50/gn32_b2x8_e7_s3"
+    assert cfg.hydra.run.dir == "outputs/runs/digits_resnet50/gn32_b2x8_e7_s3"
     assert cfg.hydra.sweep.subdir == "digits_resnet50/gn32_b2x8_e7_s3"
 
 

@@ -23,7 +23,7 @@ from gnrepro.weights import catalog
 from tests.weights.test_weights import calibrate_bn, randomize
 
 TINY_EVAL = ("data.eval_resize=32", "data.eval_crop=32", "data.num_workers=0", "device=cpu")
-TINY_TRAIN = ("data.train_crop=32", *TINY_EVAL, "workers=1", "progress=false")
+TINY_TRAIN = ("data.train_crop=32", *TINY_EVAL, "workers=1", "progress=false", "keep_checkpoint=last")
 
 
 def run_module(module, *args, cwd):
@@ -47,7 +47,7 @@ def test_evaluate_cli_on_a_fake_imagenet_gives_the_source_models_error(tmp_path)
     proc = run_module("gnrepro.evaluate", f"weights={path}", "data=imagenet", f"data.root={root}", *TINY_EVAL,
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    (row,) = published_checks.read(tmp_path / "results/runs")
+    (row,) = published_checks.read(tmp_path / "outputs/runs")
     assert row["images"] == 6 and row["format"] == "torchvision" and row["published_top1_err"] is None
     # the same images through torchvision's own model, with the suite's eval transform
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
@@ -60,7 +60,7 @@ def test_evaluate_cli_on_a_fake_imagenet_gives_the_source_models_error(tmp_path)
     assert row["top1_err"] == 100.0 * (logits.argmax(1) != labels).sum().item() / len(labels)
     top5 = (logits.topk(5, 1).indices == labels[:, None]).any(1)
     assert row["top5_err"] == 100.0 * (~top5).sum().item() / len(labels)
-    assert "top-1 error" in proc.stdout and (tmp_path / "results/runs/published_checks/checks.md").is_file()
+    assert "top-1 error" in proc.stdout and (tmp_path / "outputs/runs/published_checks/checks.md").is_file()
 
 
 def test_evaluate_prints_the_published_number_and_the_difference(tmp_path, monkeypatch, capsys):
@@ -88,7 +88,7 @@ def test_evaluate_refuses_a_malicious_pickle_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("gnrepro: error: refused to load") and len(proc.stderr.strip().splitlines()) == 1
     assert "os.system is not allowed" in proc.stderr and not marker.exists()
-    assert not (tmp_path / "results").exists(), "a refused check leaves no folder or log behind"
+    assert not (tmp_path / "outputs").exists(), "a refused check leaves no folder or log behind"
 
 
 @pytest.mark.slow
@@ -102,8 +102,8 @@ def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     proc = run_module("gnrepro.train", "norm=gn", f"init={tmp_path / 'gn50.pth'}", "optim.base_lr=1e-30", *common,
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    run_dir = tmp_path / f"results/runs/pets_resnet50/gn32_b2x1_e1_s0_from-gn50.pth_{protocol_hash({'base_lr': 1e-30})}"
-    assert run_dir.is_dir(), list((tmp_path / "results/runs").rglob("*"))
+    run_dir = tmp_path / f"outputs/runs/pets_resnet50/gn32_b2x1_e1_s0_from-gn50.pth_{protocol_hash({'base_lr': 1e-30})}"
+    assert run_dir.is_dir(), list((tmp_path / "outputs/runs").rglob("*"))
     assert json.loads((run_dir / "summary.json").read_text())["init"] == str(tmp_path / "gn50.pth")
     model = load_checkpoint(run_dir / "last.pt")["model"]
     for key, value in gn.state_dict().items():  # every weight but the new classifier is the file's
@@ -118,7 +118,7 @@ def test_init_fine_tunes_from_a_released_file_into_its_own_folder(tmp_path):
     proc = run_module("gnrepro.train", "norm=bn", "norm.frozen=true", f"init={path}", "optim.base_lr=1e-5", *common,
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    model = load_checkpoint(tmp_path / f"results/runs/pets_resnet50/frozenbn_b2x1_e1_s0_from-bn50.pth_{protocol_hash({'base_lr': 1e-5})}/last.pt")["model"]
+    model = load_checkpoint(tmp_path / f"outputs/runs/pets_resnet50/frozenbn_b2x1_e1_s0_from-bn50.pth_{protocol_hash({'base_lr': 1e-5})}/last.pt")["model"]
     src = tv.state_dict()
     for key in ("bn1.running_mean", "layer4.2.bn3.weight", "layer2.0.downsample.1.running_var"):
         assert torch.equal(model[key], src[key]), key
@@ -139,7 +139,7 @@ def test_init_mistakes_are_one_line_and_leave_no_folder(tmp_path):
         proc = run_module("gnrepro.train", *args, *common, cwd=tmp_path)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.pt"))
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.pt"))
 
 
 EVALUATE_MISTAKES = {  # override -> the one line it must give, before any download or data
