@@ -156,9 +156,9 @@ def test_dry_run_lists_runs_status_and_cost_without_training(tmp_path):
     assert first.gpu_hours == pytest.approx(first.images / 400.0 / 3600)
 
     # statuses come from the run folders: complete, failed, partial (metrics but no summary)
-    write_json(_mk(runs[0].folder) / "summary.json", {"status": "complete"})
+    write_json(_mk(runs[0].folder) / "summary.json", {"status": "complete", "final_error": 24.1})
     write_json(_mk(runs[1].folder) / "summary.json", {"status": "failed"})
-    (_mk(runs[2].folder) / "metrics.jsonl").write_text("{}\n")
+    (_mk(runs[2].folder) / "metrics.jsonl").write_text('{"epoch": 1, "val_error": 80.0}\n')
     again = plan(overrides, root=tmp_path)
     assert [r.status for r in again[:4]] == ["complete", "failed", "partial", "pending"]
     text = format_plan(again, 400.0)

@@ -253,7 +253,7 @@ def test_a_damaged_run_file_stops_train_in_one_line_and_is_listed_by_plan_and_re
     (row,) = [line for line in out.splitlines() if str(folder) in line]
     assert row.startswith("damaged (") and f"{name}: " in row and needle in row, row
     assert "0 complete" in out
-    code, out, err = run_tool(report.main, ["--runs", "results/runs", "--out", str(tmp_path / "out")], monkeypatch,
+    code, out, err = run_tool(report.main, ["--runs", "outputs/runs", "--out", str(tmp_path / "out")], monkeypatch,
                               capsys, tmp_path)
     assert code == 0 and "Traceback" not in out + err, err
     assert f"damaged, not averaged: {folder.relative_to(tmp_path)} ({name}: " in out and needle in out, out
@@ -665,7 +665,7 @@ def test_two_identical_launches_at_once_one_trains_the_other_is_refused_and_touc
     refused = next(e for c, _, e in results if c == 2)
     assert stderr_lines(refused) == [line for line in refused.strip().splitlines()] and "already running" in refused
     assert all("Traceback" not in e for _, _, e in results)
-    (folder,) = (tmp_path / "results/runs").glob("*/*")
+    (folder,) = (tmp_path / "outputs/runs").glob("*/*")
     assert runfiles.read_summary(folder)["status"] == "complete"
     assert len(runfiles.read_jsonl(folder / "metrics.jsonl")) == 1
 
@@ -682,7 +682,7 @@ def test_two_sweeps_over_the_same_folders_at_once(tmp_path):
             assert len(err.strip().splitlines()) == 1 and "already running" in err
     assert 0 in [c for c, _, _ in results], "at least one sweep ran: " + report_
     for seed in (0, 1):
-        folder = tmp_path / f"results/runs/digits_resnet14/bn_b2x1_e1_s{seed}"
+        folder = tmp_path / f"outputs/runs/digits_resnet14/bn_b2x1_e1_s{seed}_sub8"
         assert runfiles.read_summary(folder)["status"] == "complete"
 
 
@@ -720,7 +720,7 @@ def test_a_signal_during_start_up_is_one_line_and_leaves_nothing(sig, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_mid_run_checkpoints_and_the_relaunch_resumes(tmp_path):
     proc = start(tmp_path, "data.subset=32", "checkpoint_steps=1", "epochs=2")
-    folder = tmp_path / "results/runs/digits_resnet14/bn_b2x1_e2_s0"
+    folder = tmp_path / "outputs/runs/digits_resnet14/bn_b2x1_e2_s0_sub32"
     deadline = time.monotonic() + 600
     while not (folder / "last.pt").exists():
         assert proc.poll() is None, proc.communicate()
@@ -831,6 +831,6 @@ def test_a_sweep_stopped_by_a_failed_job_leaves_no_folder_for_the_jobs_it_never_
     monkeypatch.setattr(train, "run", diverges)
     code, out, err = run_train(monkeypatch, capsys, tmp_path, *TINY, "-m", "seed=0,1,2")
     assert code == 1 and "Traceback" not in err
-    runs = tmp_path / "results/runs/digits_resnet14"
-    assert sorted(p.name for p in runs.iterdir()) == ["bn_b2x1_e1_s0"], "seeds 1 and 2 never started"
-    assert runfiles.run_status(runs / "bn_b2x1_e1_s0").status == "failed"
+    runs = tmp_path / "outputs/runs/digits_resnet14"
+    assert sorted(p.name for p in runs.iterdir()) == ["bn_b2x1_e1_s0_sub8"], "seeds 1 and 2 never started"
+    assert runfiles.run_status(runs / "bn_b2x1_e1_s0_sub8").status == "failed"

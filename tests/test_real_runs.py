@@ -28,8 +28,9 @@ from gnrepro import runfiles
 # per channel and float rounding between one process and two grows to 1e-1 within 12 steps: too
 # ill-conditioned for an equality test; 4 images at 10 px stay within 1e-5.)
 ARGS = ("model=resnet14", "norm=bn", "batch=4", "workers=2", "epochs=6", "data.subset=16", "data.image_size=10",
-        "data.val_fraction=0.05", "eval_batch=512", "deterministic=true", "progress=false")
-RUN = Path("digits_resnet14/bn_b4x2_e6_s0")
+        "data.val_fraction=0.05", "eval_batch=512", "deterministic=true", "progress=false",
+        "keep_checkpoint=last")  # the tests compare the optimizer's state too, not only the weights
+RUN = Path("digits_resnet14/bn_b4x2_e6_s0_sub16")
 TIMING = ("train_seconds", "epoch_seconds", "images_per_s")
 
 
@@ -59,7 +60,7 @@ def straight(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("straight")
     proc = launch(cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd / "results/runs" / RUN
+    return cwd / "outputs/runs" / RUN
 
 
 def test_cli_trains_a_tiny_run_and_reports_the_median_of_its_final_5_epochs(straight):
@@ -82,7 +83,7 @@ def test_cli_trains_a_tiny_run_and_reports_the_median_of_its_final_5_epochs(stra
 def test_sigterm_mid_run_then_relaunch_gives_the_same_run_bitwise(straight, tmp_path):
     proc = subprocess.Popen([*train_cmd(), *ARGS], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "results/runs" / RUN / "train.log"
+    log = tmp_path / "outputs/runs" / RUN / "train.log"
     deadline = time.monotonic() + 300
     # the trainer logs this line after installing its signal handlers, just before the first step
     while not (log.exists() and "steps/epoch" in log.read_text()):
@@ -111,7 +112,7 @@ def test_sigterm_mid_run_then_relaunch_gives_the_same_run_bitwise(straight, tmp_
 def test_torchrun_two_processes_equal_one_process_hosting_both_workers(straight, tmp_path):
     proc = launch(tmp_path, nproc=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = tmp_path / "results/runs" / RUN
+    two = tmp_path / "outputs/runs" / RUN
     a, b = runfiles.load_checkpoint(straight / "last.pt"), runfiles.load_checkpoint(two / "last.pt")
     # Same images per worker, per-worker BN statistics in both, running statistics averaged over the
     # workers in both: only float summation order differs (gloo's all-reduce vs one process's sum).

@@ -84,7 +84,9 @@ def test_evaluate_refuses_a_malicious_pickle_with_one_line(tmp_path):
     marker = tmp_path / "pwned"
     payload = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()  # os.system("touch ...") in pickle opcodes
     (tmp_path / "evil.pkl").write_bytes(payload)
-    proc = run_module("gnrepro.evaluate", f"weights={tmp_path / 'evil.pkl'}", "norm=gn", cwd=tmp_path)
+    root = make_imagenet(tmp_path / "inet", classes=2, train_per_class=1, val_per_class=1, size=(40, 32))
+    proc = run_module("gnrepro.evaluate", f"weights={tmp_path / 'evil.pkl'}", "norm=gn", f"data.root={root}",
+                      *TINY_EVAL, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("gnrepro: error: refused to load") and len(proc.stderr.strip().splitlines()) == 1
     assert "os.system is not allowed" in proc.stderr and not marker.exists()
