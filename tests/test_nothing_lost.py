@@ -713,8 +713,8 @@ def test_a_signal_during_start_up_is_one_line_and_leaves_nothing(sig, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gnrepro: stopped: ") and sig.name in lines[0], err
     assert "Traceback" not in out + err
-    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").rglob("*.pt"))
-    assert not (tmp_path / "results").exists(), sorted((tmp_path / "results").rglob("*"))
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.pt"))
+    assert not (tmp_path / "outputs").exists(), sorted((tmp_path / "outputs").rglob("*"))
 
 
 @pytest.mark.slow
