@@ -5,8 +5,10 @@ before each evaluation), and a 2-process torchrun run (each process's augmentati
 
 Each test trains the run straight through once, then a copy that is stopped by SIGTERM right after
 its first step (the trainer logs "steps/epoch" after installing its handlers, just before the first
-step: the stop lands mid-epoch), relaunches it, and compares the two runs' final ``last.pt`` tensor by
-tensor (weights, buffers, optimizer and scaler state, RNG states), their per-epoch metrics and (for
+step: the stop lands mid-epoch; under torchrun the processes agree on it at the next read point,
+here the end of epoch 1 of 3, which before this test's fix never came), relaunches it, and compares
+the two runs' final ``last.pt`` tensor by tensor (weights, buffers, optimizer and scaler state, the
+Python and NumPy RNG states; the global torch RNG state: see assert_same_run), their per-epoch metrics and (for
 the probe) their probe records. The reference is the straight run, not a stored number. Wrong
 variants each rejects: a scaler restarted at its initial scale (fp16 skips a different set of
 steps), a probe whose sampling generator restarts or whose file is rewritten/duplicated on resume,
