@@ -8,7 +8,7 @@ its first step (the trainer logs "steps/epoch" after installing its handlers, ju
 step: the stop lands mid-epoch; under torchrun the processes agree on it at the next read point,
 here the end of epoch 1 of 3, which before this test's fix never came), relaunches it, and compares
 the two runs' final ``last.pt`` tensor by tensor (weights, buffers, optimizer and scaler state, the
-Python and NumPy RNG states; the global torch RNG state: see assert_same_run), their per-epoch metrics and (for
+Python, NumPy and torch RNG states), their per-epoch metrics and (for
 the probe) their probe records. The reference is the straight run, not a stored number. Wrong
 variants each rejects: a scaler restarted at its initial scale (fp16 skips a different set of
 steps), a probe whose sampling generator restarts or whose file is rewritten/duplicated on resume,
@@ -110,15 +110,10 @@ def jsonl(path: Path) -> list[dict]:
 
 def assert_same_run(a: Path, b: Path, files=()) -> dict:
     ca, cb = runfiles.load_checkpoint(a / "last.pt"), runfiles.load_checkpoint(b / "last.pt")
-    # The global torch RNG state (rng.<process>.torch) is left out, and only it: a relaunch that resumes
-    # mid-epoch creates one more DataLoader iterator than the straight run, and each iterator draws its
-    # base seed (one 64-bit number) from the global RNG, so the relaunched run ends 2 Mersenne-Twister
-    # words further on. Nothing in these runs draws from the global RNG after that (digits images come
-    # from per-image generators, the sampler and the probe have their own): weights, optimizer, scaler,
-    # metrics and probe records are bitwise. (On ImageNet with data.num_workers=0 the crops are drawn
-    # from the global RNG, so there this offset would change the augmentation after a resume.)
-    ta = {k: v for k, v in tensors(ca).items() if not (k.startswith("rng.") and ".torch." in k)}
-    tb = {k: v for k, v in tensors(cb).items() if not (k.startswith("rng.") and ".torch." in k)}
+    # Everything, the global torch RNG state included: a relaunch that resumed mid-epoch used to end 2
+    # Mersenne-Twister words further on (one more DataLoader iterator, whose base seed came from the
+    # global RNG); with data.num_workers=0 on ImageNet that shifted every later crop (the test below).
+    ta, tb = tensors(ca), tensors(cb)
     assert ta.keys() == tb.keys(), set(ta) ^ set(tb)
     different = [k for k in ta if not (torch.equal(ta[k], tb[k]) if torch.is_tensor(ta[k]) else ta[k] == tb[k])]
     assert not different, different[:10]
@@ -201,3 +196,37 @@ def test_processes_agree_on_a_signal_at_an_epochs_last_step(monkeypatch):
     with pytest.raises(Preempted):
         train.RunLoop.on_step(run, sums)
     assert collectives == [True] and saved == [1]
+
+
+@pytest.mark.slow
+def test_imagenet_resume_with_crops_drawn_in_the_main_process_is_bitwise(tmp_path):
+    """data.num_workers=0: RandomResizedCrop and the flip draw from the global torch RNG, which the
+    checkpoint saves and the relaunch restores. Rejects anything that draws from the global RNG on
+    the way back in (a DataLoader iterator draws its base seed from it: the relaunch creates one
+    more than the straight run), which shifts every later crop."""
+    from gnrepro.data.fake import make_imagenet
+
+    root = make_imagenet(tmp_path / "inet", classes=2, train_per_class=8, val_per_class=2, size=(40, 32))
+    args = ("model=resnet14", "norm=gn", "batch=4", "workers=2", "epochs=2", "data=imagenet", f"data.root={root}",
+            "data.train_crop=16", "data.eval_resize=16", "data.eval_crop=16", "data.num_workers=0", "device=cpu",
+            "eval_batch=512", "deterministic=true", "progress=false", "keep_checkpoint=last")
+    a, b = straight_and_resumed(tmp_path, args)
+    assert_same_run(a, b)  # the global torch RNG state included: here it is the crops' source
+
+
+def test_starting_the_trainers_loaders_draws_nothing_from_the_global_rng(tmp_path):
+    """The quick-loop form of the test above: creating an iterator over the train or val loader leaves
+    the global torch RNG (the crops' source with data.num_workers=0) where it was. Rejects loaders
+    without a generator of their own (torch then draws each iterator's base seed from the global RNG)."""
+    from gnrepro.data import build_datasets, build_loaders, fake
+    from gnrepro.data.sampling import StepBatchSampler
+    from tests.data.test_data_loaders import data_cfg
+
+    fake.make_imagenet(tmp_path)
+    cfg = data_cfg(tmp_path, "pil")
+    splits = build_datasets(cfg)
+    train, val = build_loaders(splits, cfg, StepBatchSampler(len(splits.train), 4, 1, seed=0), eval_batch=3)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    iter(train), iter(val)
+    assert torch.equal(before, torch.get_rng_state())
