@@ -15,7 +15,7 @@ run's weights) on the same images, and a fine-tuning run at an LR of 1e-30 (ever
 resolution) ends holding the file's weights in every layer but the new classifier. Rejects: a
 loader that drops or renames a block (missing keys, or a key loaded into the wrong layer, changes
 both the weights and the error), the wrong input convention folded into conv1 (the error and conv1
-change), a timm checkpoint's EMA or optimizer tensors taken for the weights, and the timm checkpoint
+change), a timm checkpoint's optimizer (momentum) tensors taken for the weights, and the timm checkpoint
 refused outright (it was, before: weights_only refused its ``args`` Namespace).
 """
 from __future__ import annotations
