@@ -238,13 +238,16 @@ class RunLoop:
 
     def on_step(self, sums: EpochSums) -> None:
         """Checkpoint every ``checkpoint_steps``; on a preemption signal checkpoint and stop. Several
-        processes agree on the signal only at read points (every ``log_every`` steps, checkpoints),
-        so no step waits for the others; one process acts at once."""
+        processes agree on the signal only at read points (every ``log_every`` steps, checkpoints, and
+        an epoch's last step), so no step waits for the others; one process acts at once. (Without the
+        epoch's last step, a run whose epochs have fewer than ``log_every`` steps never stopped on a
+        signal under torchrun: it trained on until the scheduler's SIGKILL.)"""
         steps = sums.meter.steps
         due = bool(self.cfg.checkpoint_steps) and steps % self.cfg.checkpoint_steps == 0
         stop = self.signals.received is not None
         if self.procs.distributed:
-            stop = (due or steps % self.cfg.log_every == 0) and any_process(stop, self.procs)
+            read_point = due or steps % self.cfg.log_every == 0 or steps == self.parts.sampler.steps_per_epoch
+            stop = read_point and any_process(stop, self.procs)
         if stop:
             self.save(self.epoch, sums.read())
             raise Preempted(self.signals.received or signal.SIGTERM, self.epoch, steps)

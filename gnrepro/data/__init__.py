@@ -97,8 +97,15 @@ def build_loaders(splits: DataSplits, cfg, batch_sampler, eval_batch: int, devic
     gnrepro.data.sampling) and a sequential val loader; with ``data.loader`` other than ``pil`` they
     yield batches already normalized on ``device`` (gnrepro/data/device_feed.py)."""
     common = loader_options(cfg)
-    train = DataLoader(splits.train, batch_sampler=batch_sampler, **common)
-    val = DataLoader(splits.val, batch_size=eval_batch, shuffle=False, **common)
+    # Each loader has its own generator for the base seed every new iterator draws (the loader workers'
+    # seeds): drawn from the global RNG, it shifted that stream by one draw whenever a relaunch resumed
+    # mid-epoch (one iterator more than the straight run), and with data.num_workers=0 the global RNG
+    # is what draws the crops and flips, so a resumed run was not the straight run. Seeded from the
+    # run's seed and the first worker this process hosts: each process's workers keep their own seeds.
+    seed = getattr(batch_sampler, "seed", 0) * 1_000_003 + min(getattr(batch_sampler, "hosted", range(1)), default=0)
+    train = DataLoader(splits.train, batch_sampler=batch_sampler, generator=torch.Generator().manual_seed(seed), **common)
+    val = DataLoader(splits.val, batch_size=eval_batch, shuffle=False, generator=torch.Generator().manual_seed(seed + 1),
+                     **common)
     return feed(train, cfg, device, train=True), feed(val, cfg, device, train=False)
 
 

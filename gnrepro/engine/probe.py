@@ -7,7 +7,10 @@ Every ``every_steps`` training steps, a forward hook on the layer takes a random
 ``samples`` positions of its output (all of them when the output is smaller; images, channels and
 pixels alike) and records the percentiles as one line of ``probe.jsonl`` in the run folder. Only
 training forwards count (training mode with gradients on): evaluation and precise-BN passes do not.
-Sampling draws from the probe's own generator, so a probed run trains exactly as an unprobed one.
+Sampling draws from the probe's own generator, so a probed run trains exactly as an unprobed one;
+that generator is seeded afresh for each record from (seed, step), so a resumed run samples the
+same positions at each step as a straight run (one generator seeded once per launch restarted its
+stream on every resume: the records after a resume were not the straight run's).
 The file is rewritten atomically at every checkpoint with the lines up to that step, so after a
 kill and a resume it never holds a step twice.
 """
@@ -59,7 +62,7 @@ class PercentileProbe:
         self.every, self.samples, self.percentiles = every_steps, samples, tuple(percentiles)
         self.file = Path(run_dir) / FILE
         self.step = start_step
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.rows = [r for r in runfiles.read_jsonl(self.file, index="step") if r["step"] <= start_step] if self.file.is_file() else []
         self.handle = module.register_forward_hook(self._record)
 
@@ -69,7 +72,8 @@ class PercentileProbe:
         self.step += 1
         if (self.step - 1) % self.every:
             return
-        values = sample_percentiles(output, self.samples, self.percentiles, self.generator)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)  # the step's own stream
+        values = sample_percentiles(output, self.samples, self.percentiles, generator)
         self.rows.append({"step": self.step, "layer": self.layer, "module": self.path,
                           **{f"p{p:g}": v for p, v in zip(self.percentiles, values)}})
 

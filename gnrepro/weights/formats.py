@@ -12,7 +12,9 @@ Formats:
   (102.9801, 115.9465, 122.7717), no std. Read with an unpickler that only builds numpy arrays,
   dtypes and plain containers: anything else in the file is refused before it can run.
 * ``torchvision``: a torch state dict with torchvision's names (``torch.load(weights_only=True)``,
-  or ``.safetensors``), RGB in [0, 1] with ImageNet's mean/std. Also timm's ResNets.
+  or ``.safetensors``), RGB in [0, 1] with ImageNet's mean/std. Also timm's ResNets, and timm's training
+  checkpoints (``CheckpointSaver``: the weights under ``state_dict``, the run's ``argparse.Namespace``
+  of settings under ``args``, which is the one class allowed beyond weights_only's tensors).
 * ``ws_official``: the Weight Standardization authors' checkpoints: torchvision names (under
   ``state_dict``, with DataParallel's ``module.`` prefix; ``gnN`` for ``bnN`` in OpenMMLab's mirror),
   every conv standardized as (w - mean) / (std + 1e-5) with the *unbiased* std, GN G=32 eps 1e-5.
@@ -32,6 +34,7 @@ starts from a model whose input is offset by that difference (logged).
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import math
 import pickle
@@ -191,9 +194,16 @@ def read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         except Exception as err:
             raise ConfigError(f"{path} is not a readable safetensors file ({err})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # timm's train.py saves its argparse.Namespace of settings beside the weights: a plain attribute
+        # holder (built with object.__new__ and a __dict__ update), so allowing it runs no code
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch's message carries terminal bold codes
+        lines = text.splitlines()
+        # torch's first line says only that it failed; the line naming the refused global is the useful one
+        named = [line.strip() for line in lines if "Unsupported global" in line or "is not allowed" in line]
+        first = (named or lines or [type(err).__name__])[0]
         raise ConfigError(f"refused to load {path}: {first}") from None
     except Exception as err:
         raise ConfigError(f"{path} is not a readable torch weight file ({type(err).__name__}: {err})") from None

@@ -118,21 +118,54 @@ def test_gpu_path_on_cpu_makes_the_pil_crops_from_the_same_box(tmp_path, size):
         assert diff.max() <= 1 and diff.float().mean() < 0.05
 
 
-def test_the_boxes_are_the_papers_augmentation(tmp_path):
-    """RandomResizedCrop's ranges: inside the image, 8%-100% of its area, aspect 3/4-4/3 (or the
-    center fallback), and about half of the images flipped."""
-    path = jpegs(tmp_path, (200, 150), count=1)[0]
+def box_problems(boxes, width, height) -> list:
+    """The boxes that break RandomResizedCrop's ranges: inside the image, 8%-100% of its area, aspect
+    3/4-4/3. No exception for full-height or full-width boxes (the old check let any full-height box
+    through, whatever its width): torchvision's fallback after 10 failed draws is the center crop
+    clamped to the ratio range, which for this 200x150 image (aspect 4/3, inside the range) is the
+    whole image, itself of aspect 4/3. Rounding: w and h are each rounded, so w/h may miss the drawn
+    ratio by a factor up to (1 + 0.5/w)/(1 - 0.5/h); 2/h covers it for every h >= 2 here."""
+    bad = []
+    for top, left, h, w, _ in boxes:
+        inside = 0 <= top and 0 <= left and top + h <= height and left + w <= width
+        area = 0.08 * width * height - 1 - w - h <= h * w <= width * height
+        aspect = 3 / 4 * (1 - 2 / h) <= w / h <= 4 / 3 * (1 + 2 / h)
+        if not (inside and area and aspect):
+            bad.append((top, left, h, w))
+    return bad
+
+
+def boxes_of(path, draws=400):
     torch.manual_seed(0)
-    flips = 0
     with Image.open(path) as image:
-        width, height = image.size
-        for _ in range(400):
-            top, left, h, w, flip = draw_box(image)
-            assert 0 <= top and 0 <= left and top + h <= height and left + w <= width
-            assert 0.08 * width * height - 1 - w - h <= h * w <= width * height
-            assert 3 / 4 * (1 - 2 / h) <= w / h <= 4 / 3 * (1 + 2 / h) or w == min(width, height) or h == min(width, height)
-            flips += flip
-    assert 160 < flips < 240
+        return [draw_box(image) for _ in range(draws)], image.size
+
+
+def test_the_boxes_are_the_papers_augmentation(tmp_path):
+    """Every box within the paper's ranges, and about half of the images flipped (400 draws: for
+    p = 0.5, P(flips outside 161..239) < 1e-4, exact binomial)."""
+    boxes, (width, height) = boxes_of(jpegs(tmp_path, (200, 150), count=1)[0])
+    assert not box_problems(boxes, width, height)
+    assert 160 < sum(box[4] for box in boxes) < 240
+
+
+def test_the_box_check_rejects_an_aspect_range_of_1_2_to_2(tmp_path, monkeypatch):
+    """Negative control: draw_box with the ratio range 1/2-2 fails the same check. Bound: a log-uniform
+    ratio in [1/2, 2] falls outside [3/4, 4/3] with probability 1 - ln(16/9)/ln(4) = 0.58; even if
+    most such draws did not fit the image and were redrawn, 400 boxes with none outside the range
+    would need a per-box chance below 1% (0.99^400 = 0.018), and boxes of aspect 0.6 or 1.6 at a
+    small area fit this image easily."""
+    import gnrepro.data.gpu_decode as gpu_decode
+
+    monkeypatch.setattr(gpu_decode, "RATIO", (1 / 2, 2.0))
+    boxes, (width, height) = boxes_of(jpegs(tmp_path, (200, 150), count=1)[0])
+    assert len(box_problems(boxes, width, height)) > 40  # a tenth of the boxes, at least
+
+
+def test_the_box_check_rejects_full_height_boxes_of_any_width():
+    """Negative control for the exception the old check made: a full-height box 2.5 times as wide
+    as tall (what a broken fallback could return) is refused."""
+    assert box_problems([(0, 0, 60, 150, 0)], 200, 60)
 
 
 def test_gpu_dataset_reads_bytes_and_decodes_other_files_itself(tmp_path):

@@ -56,19 +56,43 @@ def test_eval_is_shorter_side_256_then_the_center_224():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
-def test_train_crops_224_and_flips_about_half_the_time():
-    # left half black, right half white: a flip shows as a bright left edge
+# Flip probability, from counts of n = 400 independent draws: accept 160..240 flips. For the right p = 0.5,
+# P(X outside [160, 240]) = 4.8e-5 (exact binomial tail, Bin(400, 0.5)); for a wrong p = 0.3 (or 0.7),
+# P(X inside) = 1.3e-5. (The old check, 8..32 flips of 40, accepted any p from 0.2 to 0.8.) p = 0.4
+# still passes about half the time: the window is the price of 400 draws, and 0.4 is not a variant
+# anyone would write; 0.3 is the wrong variant the control below shows failing.
+FLIP_DRAWS, FLIP_WINDOW = 400, (160, 240)
+
+
+def count_flips(train, draws: int = FLIP_DRAWS) -> int:
+    """Flips seen in ``draws`` passes of an image whose left half is black and right half white: a
+    flip shows as a bright left edge (every RandomResizedCrop box of it keeps both halves' sides
+    apart: its left column is never brighter than its right one unless flipped)."""
     pixels = np.zeros((240, 320, 3), dtype=np.uint8)
     pixels[:, 160:] = 255
     image = Image.fromarray(pixels)
-    train, _ = imagenet_transforms(load("imagenet"))
     torch.manual_seed(0)
     flips = 0
-    for _ in range(40):
+    for _ in range(draws):
         out = train(image)
         assert out.shape == (3, 224, 224)
         flips += bool(out[:, :, 0].mean() > out[:, :, -1].mean())
-    assert 8 <= flips <= 32
+    return flips
+
+
+def test_train_crops_224_and_flips_half_the_time():
+    train, _ = imagenet_transforms(load("imagenet"))
+    lo, hi = FLIP_WINDOW
+    assert lo <= count_flips(train) <= hi
+
+
+def test_the_flip_check_rejects_a_flip_probability_of_0_3():
+    """Negative control: the same pipeline with RandomHorizontalFlip(p=0.3) fails the same window."""
+    train, _ = imagenet_transforms(load("imagenet"))
+    wrong = v2.Compose([v2.RandomHorizontalFlip(p=0.3) if isinstance(t, v2.RandomHorizontalFlip) else t
+                        for t in train.transforms])
+    lo, hi = FLIP_WINDOW
+    assert not lo <= count_flips(wrong) <= hi
 
 
 def test_cifar_pad_crop_flip_and_plain_eval():

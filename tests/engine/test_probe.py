@@ -88,3 +88,23 @@ def test_bad_layer_and_settings_are_config_errors(compose_cfg):
         validate(compose_cfg("probe.every_steps=5", "probe.layer=null"))
     with pytest.raises(ConfigError, match=r"probe.percentiles must lie in \[0, 100\]"):
         validate(compose_cfg("probe.percentiles=[1,101]"))
+
+
+def test_a_resumed_probe_samples_what_a_straight_one_samples(tmp_path):
+    """A probe attached at start_step=2 (a resumed run) records step 3 exactly as a probe that saw
+    steps 1-3. Rejects one generator seeded once per launch: resumed, it would restart its stream
+    and sample step 3 at step 1's positions."""
+    model = _tiny_vgg()
+    model.train()
+    inputs = [torch.randn(2, 1, 10, 10, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    straight = PercentileProbe(model, "conv5_3", every_steps=1, samples=16, run_dir=tmp_path, seed=7)
+    for x in inputs:
+        torch.manual_seed(0)  # the same dropout masks in both
+        model(x)
+    straight.close()
+    resumed = PercentileProbe(model, "conv5_3", every_steps=1, samples=16, run_dir=tmp_path, seed=7, start_step=2)
+    torch.manual_seed(0)
+    model(inputs[2])
+    resumed.close()
+    assert [r["step"] for r in straight.rows] == [1, 2, 3] and [r["step"] for r in resumed.rows] == [3]
+    assert resumed.rows[0] == straight.rows[2]
