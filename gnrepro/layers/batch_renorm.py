@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gnrepro.layers.norms import EPS
-from gnrepro.layers.per_worker_bn import PerWorkerBatchNorm2d
+from gnrepro.layers.per_worker_bn import PerWorkerBatchNorm2d, per_worker_var_mean
 
 R_MAX, D_MAX = 1.5, 0.5  # the GN paper's setting for ResNet-50 (Sec. 4.1)
 
@@ -51,7 +51,9 @@ class PerWorkerBatchRenorm2d(PerWorkerBatchNorm2d):
                    if self.relax_start or self.relax_steps else ""))
 
     def limits(self) -> tuple[float, float]:
-        """(r_max, d_max) for the step about to run."""
+        """(r_max, d_max) for the step about to run (constant limits: without reading the step count)."""
+        if not (self.relax_start or self.relax_steps):
+            return self.r_max, self.d_max
         step = int(self.num_batches_tracked) + 1
         if self.relax_steps:
             frac = min(max((step - self.relax_start) / self.relax_steps, 0.0), 1.0)
@@ -59,22 +61,29 @@ class PerWorkerBatchRenorm2d(PerWorkerBatchNorm2d):
             frac = 1.0 if step > self.relax_start else 0.0
         return 1.0 + frac * (self.r_max - 1.0), frac * self.d_max
 
+    def limit_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``limits()`` as 0-d tensors on the buffers' device, computed without reading it."""
+        step = self.num_batches_tracked.to(self.running_var.dtype) + 1
+        if self.relax_steps:
+            frac = ((step - self.relax_start) / self.relax_steps).clamp(0.0, 1.0)
+        else:
+            frac = (step > self.relax_start).to(step.dtype)
+        return 1.0 + frac * (self.r_max - 1.0), frac * self.d_max
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return nn.BatchNorm2d.forward(self, x)
         w = self.workers
-        folded = self.fold(x)
         weight, bias = self.weight.repeat(w), self.bias.repeat(w)
-        r_max, d_max = self.limits()
-        if r_max != 1.0 or d_max != 0.0:
+        # Constant limits (the GN paper's) are Python numbers; a schedule's are tensors computed on the
+        # device from num_batches_tracked, so a step never reads the device (no sync, no graph break).
+        r_max, d_max = self.limits() if not (self.relax_start or self.relax_steps) else self.limit_tensors()
+        if isinstance(r_max, torch.Tensor) or r_max != 1.0 or d_max != 0.0:
             # gamma * (x_hat * r + d) + beta = x_hat * (gamma * r) + (beta + gamma * d), with r, d constants
-            with torch.no_grad():
-                dims = [0, *range(2, folded.dim())]
-                var_b, mu_b = torch.var_mean(folded, dim=dims, unbiased=False)
+            with torch.no_grad():  # each worker's statistics on the split view: no copy in any layout
+                var_b, mu_b = (s.flatten() for s in per_worker_var_mean(x, w))
                 sigma = (self.running_var + self.eps).sqrt().repeat(w)
-                r = ((var_b + self.eps).sqrt() / sigma).clamp(1.0 / r_max, r_max)
-                d = ((mu_b - self.running_mean.repeat(w)) / sigma).clamp(-d_max, d_max)
+                r = torch.clamp((var_b + self.eps).sqrt() / sigma, 1.0 / r_max, r_max)
+                d = torch.clamp((mu_b - self.running_mean.repeat(w)) / sigma, -d_max, d_max)
             weight, bias = weight * r, bias + weight * d
-        return self.normalize_folded(folded, weight, bias).reshape(x.shape)
-
-
+        return self.normalize(x, weight, bias)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from timm.layers import GroupNorm
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from gnrepro.layers.batch_renorm import PerWorkerBatchRenorm2d
 from gnrepro.errors import ConfigError
-from gnrepro.layers.norms import DEFAULT_GROUPS, EPS, num_groups
+from gnrepro.layers.norms import DEFAULT_GROUPS, EPS, GroupNorm, num_groups
 from gnrepro.layers.per_worker_bn import PerWorkerBatchNorm2d
 from gnrepro.layers.precise_bn import uses_precise
 

@@ -53,3 +53,56 @@ def test_cuda_graphs_train_each_norm_at_two_images_per_worker_like_eager(norm, o
     torch.testing.assert_close(outs["reduce-overhead"][0], outs["off"][0], rtol=1e-4, atol=1e-4)
     for graphed, eager in zip(outs["reduce-overhead"][1], outs["off"][1]):
         torch.testing.assert_close(graphed.float(), eager.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm,conv", [("bn", "plain"), ("gn", "plain"), ("gn", "ws")])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reduce_overhead_really_runs_cuda_graphs_for_each_norm(norm, conv, channels_last):
+    """Issue 23, item 3: a bottleneck net at 2 images x 8 workers trains under compile=reduce-overhead
+    with CUDA graphs actually recorded (Inductor's counters: no "skipping cudagraphs", e.g. for BN's
+    in-place running-statistics updates, and graphs recorded), and its logits and buffers equal eager's
+    over three SGD steps. ``cudagraph_or_error`` turns any skip into a failure naming its reason."""
+    import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
+
+    from tests.engine.test_compile_small_batches import small_net
+
+    def run(mode):
+        ex = Execution(torch.device("cuda"), channels_last=channels_last, compile_mode=mode)
+        model = ex.place(small_net(norm, conv))
+        step = ex.compile(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        g = torch.Generator(device="cuda").manual_seed(1)
+        logits = []
+        for _ in range(3):
+            x = ex.images(torch.randn(16, 3, 8, 8, device="cuda", generator=g))
+            y = torch.randint(0, 10, (16,), device="cuda", generator=g)
+            out = step(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            logits.append(out.detach().clone())
+        return logits, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    torch.compiler.reset()
+    counters.clear()
+    eager = run("off")
+    with inductor_config.patch({"triton.cudagraph_or_error": True}):
+        graphed = run("reduce-overhead")
+    assert counters["inductor"]["cudagraph_skips"] == 0
+    assert counters["inductor"]["cudagraph_recorded_non_static_inputs"] > 0, "no CUDA graph was recorded"
+    for got, want in zip(graphed[0], eager[0]):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    for k in eager[1]:
+        torch.testing.assert_close(graphed[1][k].float(), eager[1][k].float(), rtol=1e-3, atol=1e-3, msg=k)
+
+
+@pytest.mark.parametrize("name", ["bn", "gn", "ln", "in"])
+def test_norms_keep_channels_last_on_a_real_gpu(name):
+    """The fake-tensor stride tests (tests/layers/test_layouts.py) checked against the real kernels."""
+    layer = build_norm(name, 64, workers=8).cuda() if name == "bn" else build_norm(name, 64).cuda()
+    x = torch.randn(16, 64, 7, 7, device="cuda").contiguous(memory_format=torch.channels_last)
+    out = layer.train()(x)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert not F.group_norm(x, 32).is_contiguous(memory_format=torch.channels_last)  # torch's kernel: NCHW

@@ -64,7 +64,7 @@ def test_gn_ws_is_gn_composed_with_a_ws_conv(compose_cfg):
     assert cfg.norm.name == "gn" and cfg.conv.name == "ws"
     assert norm_tag(cfg.norm, cfg.conv) == "gn32-ws"
     model = build_model(cfg, 10, 1)
-    assert type(model.layer1[0].conv2).__name__ == "StdConv2d" and model.layer1[0].bn2.num_groups == 32
+    assert type(model.layer1[0].conv2).__name__ == "WSConv2d" and model.layer1[0].bn2.num_groups == 32
     cfg = compose_cfg("norm=bn_ws")
     assert cfg.norm.name == "bn" and cfg.conv.name == "ws"
 
