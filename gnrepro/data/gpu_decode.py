@@ -3,16 +3,16 @@
 The DataLoader workers only read each file's bytes and draw its augmentation, exactly the paper's
 (Sec. 4.1): a RandomResizedCrop box (scale 8%-100% of the area, aspect ratio 3/4-4/3, drawn with
 torchvision's own ``RandomResizedCrop.get_params`` from the image size in the JPEG header, nothing
-decoded) and a horizontal flip with probability 1/2. In the main process one batched
-``torchvision.io.decode_jpeg(..., device="cuda")`` call decodes them, and each image is cropped,
-resized to 224 (antialiased bilinear), flipped and normalized on the GPU. Evaluation: shorter side
-to 256, the center 224 crop. The crops are drawn by the workers' generators, as with the PIL loader.
+decoded) and a horizontal flip with probability 1/2. On the loader thread (gnrepro/data/overlap.py,
+one batch ahead of the step) one batched ``torchvision.io.decode_jpeg(..., device="cuda")`` call
+decodes them, and the batch is cropped, resized to 224 (antialiased bilinear, torchvision's filter),
+flipped and normalized on the GPU in batched operations (``resample``). Evaluation: shorter side to
+256, the center 224 crop. The crops are drawn by the workers' generators, as with the PIL loader.
 
 Why torchvision.io and not NVIDIA DALI (the usual anchor for a fed GPU):
 
-* torchvision is already a pinned dependency; DALI is not on PyPI's default index (it comes from
-  NVIDIA's, ``pip install --extra-index-url https://pypi.nvidia.com nvidia-dali-cuda120``), is
-  built per CUDA major version and would be one more thing to match to the driver;
+* torchvision is already a pinned dependency; DALI (``nvidia-dali-cuda120`` / ``-cuda130`` on PyPI,
+  about 425 MB) is built per CUDA major version and would be one more thing to match to the driver;
 * DALI brings its own reader, shuffling and iterator: keeping our (seed, epoch) step order and the
   per-worker BN interleaving (gnrepro/data/sampling.py) would mean feeding it through
   ``fn.external_source``, and its one-line bad-file errors (``data.skip_bad``) would have to be
@@ -22,7 +22,7 @@ Why torchvision.io and not NVIDIA DALI (the usual anchor for a fed GPU):
 
 What DALI would do better: it decodes only the crop's region (``fn.decoders.image_random_crop``)
 and overlaps the host-side Huffman stage with the GPU, so at thousands of images/s per GPU it can
-be faster; ``scripts/bench_input_pipeline.py data.loader=gpu`` says whether this path keeps up.
+be faster (not measured on a GPU: docs/gpu.md gives the commands that compare them).
 
 Files that are not RGB/grey JPEGs (a PNG or CMYK JPEG saved as ``.jpg``, as in Oxford-IIIT Pets)
 are decoded by PIL in the worker and only resized on the GPU. A file PIL cannot open is named by
