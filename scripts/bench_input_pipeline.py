@@ -10,7 +10,8 @@ ratio = pipeline / model. Above 1 the loader keeps up; below 1 training waits on
 
 ``--loaders pil,pil_uint8[,gpu]`` times the train loader once per ``data.loader`` (each batch
 carried to the device and normalized there, as the trainer receives it) and prints each one's
-images/s as a ratio to the first's.
+images/s as a ratio to the first's; on CUDA, ``pil_uint8`` and ``gpu`` also once with each batch
+prepared in the loop instead of one batch ahead (gnrepro/data/overlap.py), as a ratio.
 
 Run it on a real copy or on a fake ImageNet it writes itself (random JPEGs about ImageNet's
 average size, 500x375):
@@ -131,11 +132,15 @@ def main(argv=None) -> int:
         device = pick_device(cfg.device)
         if args.loaders and "loader" not in cfg.data:
             parser.error(f"--loaders needs a data set read from image files (imagenet, pets, imagenette), not data={cfg.data.name}")
-        rates = {}
+        rates, serial = {}, {}
         for loader in args.loaders or [None]:
             train, cfg, splits = build_train_loader(overrides, with_splits=True, loader=loader, device=device)
             in_rate, seen = pipeline_rate(train, args.steps)
             rates[loader] = in_rate
+            if getattr(train, "overlap", False):  # also the same loader preparing each batch in the loop
+                train.overlap = False
+                serial[loader], _ = pipeline_rate(train, args.steps)
+                train.overlap = True
         in_rate = rates[(args.loaders or [None])[0]]
         images, _ = next(iter(train))
         shape = tuple(images.shape)
@@ -149,6 +154,9 @@ def main(argv=None) -> int:
         for loader, rate in rates.items():
             print(f"data.loader={loader:<9} : {_fmt(rate):>8} images/s  ({rate / in_rate:.2f}x {args.loaders[0]}; "
                   f"{seen} images each, to {device} and normalized)")
+            if loader in serial:
+                print(f"data.loader={loader:<9} prepared in the loop, not ahead : {_fmt(serial[loader]):>8} images/s  "
+                      f"(ahead/in the loop = {rate / serial[loader]:.2f}x)")
     print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone"
           f"{f', data.loader={args.loaders[0]}' if args.loaders else ''})")
     how = f"precision={cfg.precision} channels_last={cfg.channels_last} compile={cfg.compile}"

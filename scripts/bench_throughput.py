@@ -96,10 +96,13 @@ class Steps:
         return itertools.islice(self.batches, self.n)
 
 
-def end_to_end_rate(cfg, device, images: int, batch: int, steps: int, warmup: int) -> tuple[float, str]:
+def end_to_end_rate(cfg, device, images: int, batch: int, steps: int, warmup: int, data_loader: str = "pil") -> tuple[float, str, dict]:
     """Images/s of the trainer's own loop fed by the real train loader (decode, crop, collate in
     ``data.num_workers`` processes, overlapped with the step) on synthetic JPEGs of ImageNet's size
-    distribution (gnrepro.data.fake), fp32 eager as a run's defaults: what a user's epoch would see."""
+    distribution (gnrepro.data.fake), fp32 eager as a run's defaults: what a user's epoch would see.
+    ``data_loader``: the ``data.loader`` feeding it (``gpu``/``pil_uint8`` prepare one batch ahead on
+    CUDA). Also times, in the same run, the loader alone and the step alone on one of its batches:
+    ``both / min(alone)`` near 1 means the two overlap; near ``1 / (1/loader + 1/step)`` they take turns."""
     import tempfile
 
     from gnrepro.data import fake
@@ -107,13 +110,18 @@ def end_to_end_rate(cfg, device, images: int, batch: int, steps: int, warmup: in
     with tempfile.TemporaryDirectory() as tmp:
         fake.make_imagenet(tmp, classes=8, train_per_class=max(1, images // 8), val_per_class=1, size=(500, 375))
         loader, lcfg = build_train_loader([f"model={cfg.model.name}", f"norm={cfg.norm.name}", "data=imagenet",
-                                           f"data.root={tmp}", f"batch={batch}", "workers=1"], device=device)
+                                           f"data.root={tmp}", f"batch={batch}", "workers=1"], device=device,
+                                          loader=data_loader)
         torch.manual_seed(0)
         execution = build_execution(lcfg, device)
         model = execution.place(build_model(lcfg, CLASSES, 3, workers=1))
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, fused=device.type == "cuda")
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        batches = itertools.cycle(loader)  # one iterator: its worker processes keep decoding ahead across both calls
+        def forever():  # re-iterates the loader (itertools.cycle would replay stored batches, untimed decode)
+            while True:
+                yield from loader
+
+        batches = forever()
         from gnrepro.engine.loop import train_one_epoch
 
         train_one_epoch(model, Steps(batches, warmup), optimizer, scheduler, device, epoch=0,
@@ -124,7 +132,10 @@ def end_to_end_rate(cfg, device, images: int, batch: int, steps: int, warmup: in
                         execution=execution)
         sync(device)
         rate = steps * batch / (time.perf_counter() - start)
-    return rate, f"{lcfg.data.loader} loader, data.num_workers={lcfg.data.num_workers}"
+        alone, _ = pipeline_rate(loader, steps)  # the loader alone (to the device, normalized)
+        images_, targets_ = next(iter(loader))
+        step = time_steps(model, optimizer, images_.to(device), targets_.to(device), steps, 1, execution)  # the step alone
+    return rate, f"{lcfg.data.loader} loader, data.num_workers={lcfg.data.num_workers}", {"loader": alone, "step": step}
 
 
 def input_rate(device, batch: int, size: int, steps: int) -> float:
@@ -172,6 +183,8 @@ def main(argv=None) -> int:
                              "(e.g. data=imagenet data.root=/data/imagenet batch=64)")
     parser.add_argument("--end-to-end", type=int, default=0, metavar="IMAGES",
                         help="also time the trainer fed by its real loader on this many synthetic ImageNet-sized JPEGs")
+    parser.add_argument("--end-to-end-loader", default="pil", choices=["pil", "pil_uint8", "gpu"],
+                        help="data.loader of the end-to-end row (gpu: nvJPEG, crops one batch ahead; needs CUDA)")
     parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
                         help="dynamo backend of compiled rows: inductor (what runs use); eager only checks the "
                              "benchmark itself (graph capture without code generation, seconds per row on a CPU)")
@@ -222,8 +235,13 @@ def main(argv=None) -> int:
         print(f"input: train loader alone ({what})  {_fmt(rate)} images/s")
     if args.end_to_end:
         cfg = compose_train([f"model={args.model}", f"norm={args.norms[0]}"])
-        rate, what = end_to_end_rate(cfg, device, args.end_to_end, batch, steps, warmup)
+        rate, what, alone = end_to_end_rate(cfg, device, args.end_to_end, batch, steps, warmup, args.end_to_end_loader)
         print(f"end to end: {args.norms[0]} fp32 eager fed by the real {what}  {_fmt(rate)} images/s")
+        loader, step = alone["loader"], alone["step"]
+        taking_turns = 1 / (1 / loader + 1 / step)
+        print(f"overlap: loader alone {_fmt(loader)}, step alone {_fmt(step)}, both {_fmt(rate)} images/s; "
+              f"both/min(alone) = {rate / min(loader, step):.2f} (1 = fully overlapped), "
+              f"both/taking-turns = {rate / taking_turns:.2f} (1 = serialized)")
     return 0
 
 

@@ -73,6 +73,12 @@ def test_every_compiled_row_of_bench_throughput_ran_compiled_graphs():
         assert abs(float(ratio) - want) < 0.02 + 0.02 * want
     assert re.search(r"^end to end: bn fp32 eager fed by the real pil\S* loader, data.num_workers=\d+\s+[\d.]+ images/s$",
                      out, flags=re.M), out
+    overlap = re.search(r"^overlap: loader alone ([\d.]+), step alone ([\d.]+), both ([\d.]+) images/s; "
+                        r"both/min\(alone\) = ([\d.]+) .*both/taking-turns = ([\d.]+)", out, flags=re.M)
+    assert overlap, out  # the row a GPU owner reads the overlap from, its ratios from its own rates
+    loader, step, both, to_min, to_turns = map(float, overlap.groups())
+    assert abs(to_min - both / min(loader, step)) < 0.02 + 0.03 * to_min
+    assert abs(to_turns - both * (1 / loader + 1 / step)) < 0.02 + 0.03 * to_turns
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without a GPU")

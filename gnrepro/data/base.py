@@ -134,3 +134,15 @@ def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     """uint8 (N, 3, H, W) to normalized float32, in torchvision's order (to float, times 1/255, minus
     mean, over std) so the result matches the ``pil`` loader's CPU transforms."""
     return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+
+
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """``tensor`` on ``device``; to a GPU from pinned host memory (pinned here if the DataLoader did
+    not) with ``non_blocking=True``, so the copy is queued on the current stream (the loader's side
+    stream, gnrepro/data/overlap.py) and the host does not wait for it. On the CPU: the tensor itself."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.is_cuda:
+        return tensor.to(device)
+    if not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)

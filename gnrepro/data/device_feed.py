@@ -10,14 +10,17 @@
   GPU (gnrepro/data/gpu_decode.py, where the choice over NVIDIA DALI is explained).
 
 Either way the trainer's loop sees ``(images, targets)`` already on the device, so it needs no
-change: its own ``.to(device)`` is then a no-op.
+change: its own ``.to(device)`` is then a no-op. On a CUDA device ``pil_uint8`` and ``gpu`` prepare
+each batch one step ahead, on a loader thread and a side stream, handed over with an event
+(gnrepro/data/overlap.py), so decode, crops and copies overlap the training step.
 """
 from __future__ import annotations
 
 import torch
 
-from gnrepro.data.base import DeviceStats, normalize_uint8
+from gnrepro.data.base import DeviceStats, normalize_uint8, to_device
 from gnrepro.data.gpu_decode import DecodeOnDevice, collate_encoded
+from gnrepro.data.overlap import Ahead, StreamHandoff
 
 LOADERS = ("pil", "pil_uint8", "gpu")
 DEFAULT_LOADER = "pil"
@@ -30,15 +33,27 @@ def loader_name(cfg) -> str:
 
 class DeviceBatches:
     """Iterates ``loader`` and hands each batch to ``prepare(batch, device) -> (images, targets)`` on
-    ``device``. Keeps ``len()`` (the progress bar and the schedule read it)."""
+    ``device``. Keeps ``len()`` (the progress bar and the schedule read it).
 
-    def __init__(self, loader, prepare, device):
+    ``overlap``: prepare one batch ahead on a loader thread and a side stream (``overlap.Ahead``);
+    None (the default) means on a CUDA device only. ``handoff`` replaces the stream hand-over (tests)."""
+
+    def __init__(self, loader, prepare, device, overlap: bool | None = None, handoff=None):
         self.loader, self.prepare, self.device = loader, prepare, torch.device(device)
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self.handoff = handoff
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
+        if self.overlap:
+            if self.handoff is None:  # one side stream for the loader's lifetime
+                self.handoff = StreamHandoff(self.device)
+            return Ahead(iter(self.loader), lambda batch: self.prepare(batch, self.device), self.handoff)
+        return self._serial()
+
+    def _serial(self):
         for batch in self.loader:
             yield self.prepare(batch, self.device)
 
@@ -51,20 +66,21 @@ class NormalizeOnDevice:
 
     def __call__(self, batch, device):
         images, targets = batch
-        images = images.to(device, non_blocking=True)
-        return normalize_uint8(images, *self.stats.on(device)), targets.to(device, non_blocking=True)
+        images = to_device(images, device)
+        return normalize_uint8(images, *self.stats.on(device)), to_device(targets, device)
 
 
-def feed(loader, cfg, device=None, train: bool = True):
+def feed(loader, cfg, device=None, train: bool = True, overlap: bool | None = None):
     """``loader`` as the trainer iterates it for ``data.loader``: unchanged for ``pil`` (bit for bit
-    today's batches), wrapped so that batches arrive normalized on ``device`` otherwise."""
+    today's batches), wrapped so that batches arrive normalized on ``device`` otherwise, prepared one
+    batch ahead on a CUDA device (``overlap=False``: in the loop, as before; the benchmarks' baseline)."""
     name = loader_name(cfg)
     if name == "pil":
         return loader
     device = torch.device("cpu") if device is None else device
     if name == "pil_uint8":
-        return DeviceBatches(loader, NormalizeOnDevice(cfg.mean, cfg.std), device)
-    return DeviceBatches(loader, DecodeOnDevice(cfg, train=train), device)
+        return DeviceBatches(loader, NormalizeOnDevice(cfg.mean, cfg.std), device, overlap)
+    return DeviceBatches(loader, DecodeOnDevice(cfg, train=train), device, overlap)
 
 
 def collate_fn(cfg):
