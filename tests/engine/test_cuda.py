@@ -106,3 +106,13 @@ def test_norms_keep_channels_last_on_a_real_gpu(name):
     out = layer.train()(x)
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     assert not F.group_norm(x, 32).is_contiguous(memory_format=torch.channels_last)  # torch's kernel: NCHW
+
+
+def test_fused_auto_picks_the_fused_sgd_kernel_on_cuda():
+    from omegaconf import OmegaConf
+
+    from gnrepro.engine.schedule import build_optimizer
+
+    cfg = OmegaConf.create({"base_lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "fused": "auto"})
+    opt, _ = build_optimizer(torch.nn.Linear(4, 3).cuda(), cfg, 32)
+    assert opt.defaults["fused"] is True

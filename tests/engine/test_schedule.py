@@ -114,3 +114,35 @@ def test_fused_rejects_a_non_boolean():
 
     with pytest.raises(ConfigError, match="optim.fused"):
         build_optimizer(torch.nn.Linear(2, 2), OmegaConf.merge(OPTIM, {"fused": "maybe"}), 32)
+
+
+@pytest.mark.parametrize("warmup_start", [None, 0.25])
+def test_an_lr_drop_inside_the_warmup_multiplies_the_ramp(warmup_start):
+    """Short runs (the proxies' few epochs) can put the first /10 inside the warm-up: both apply, the
+    drop times the ramp, never the ramp alone."""
+    steps, epochs, warmup_epochs = 10, 10, 5  # the 30% drop lands at step 30, inside the 50-step ramp
+    for step in (29, 30, 45):
+        ramp = (step + 1) / 50 if warmup_start is None else warmup_start + (1 - warmup_start) * step / 50
+        drop = 0.1 if step >= 30 else 1.0
+        assert lr_factor(step, steps, epochs, [0.3, 0.6, 0.9], warmup_epochs, warmup_start) == pytest.approx(
+            drop * ramp, rel=1e-12)
+
+
+def test_fused_auto_is_fused_exactly_where_torch_has_the_kernel():
+    """optim.fused=auto: torch's fused SGD for float parameters on CPU (and CUDA, see test_cuda.py),
+    the multi-kernel path elsewhere (a meta-device model stands for a device without the kernel)."""
+    opt, _ = build_optimizer(torch.nn.Linear(4, 3), OPTIM, 32)  # OPTIM has no fused key: auto
+    assert opt.defaults["fused"] is True
+    with torch.device("meta"):
+        elsewhere = torch.nn.Linear(4, 3)
+    opt, _ = build_optimizer(elsewhere, OmegaConf.merge(OPTIM, {"fused": "auto"}), 32)
+    assert not opt.defaults["fused"]
+
+
+def test_warmup_refusal_names_the_value():
+    from gnrepro.errors import ConfigError
+
+    opt, lr = build_optimizer(torch.nn.Linear(2, 2), OPTIM, 64)
+    with pytest.raises(ConfigError) as err:
+        build_scheduler(opt, OmegaConf.merge(OPTIM, {"warmup": "sometimes"}), lr, 10, 100)
+    assert str(err.value) == "optim.warmup must be auto, always or never, got 'sometimes'"

@@ -111,3 +111,53 @@ def test_build_norm_and_config_checks(compose_cfg):
         validate(compose_cfg("norm=brn", "norm.r_max=0.5"))
     with pytest.raises(ConfigError, match="norm.relax_steps must be an integer >= 0"):
         validate(compose_cfg("norm=brn", "norm.relax_steps=-1"))
+
+
+def test_eps_and_momentum_reach_the_layer():
+    """BRN's eps and momentum are its own, not BN's defaults: the running statistics move by the given
+    momentum and evaluation divides by sqrt(running_var + eps)."""
+    layer = PerWorkerBatchRenorm2d(C, eps=0.5, momentum=0.3)
+    torch.manual_seed(3)
+    x = torch.randn(6, C, 2, 2) * 0.2 + 1.0
+    layer(x)
+    mean = x.double().mean(dim=(0, 2, 3))
+    var = x.double().var(dim=(0, 2, 3), unbiased=True)
+    torch.testing.assert_close(layer.running_mean.double(), 0.3 * mean, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(layer.running_var.double(), 0.7 + 0.3 * var, rtol=1e-5, atol=1e-7)
+    layer.eval()
+    expected = (x.double() - layer.running_mean.double().view(1, -1, 1, 1)) / (
+        layer.running_var.double().view(1, -1, 1, 1) + 0.5).sqrt()
+    torch.testing.assert_close(layer(x).double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("relax_start, relax_steps", [(3, 0), (2, 4), (0, 3)])
+def test_relaxation_schedule_step_by_step_in_both_code_paths(relax_start, relax_steps):
+    """(r_max, d_max) at the step about to run (1-based s): BN's (1, 0) while s <= relax_start, then a
+    linear ramp over relax_steps steps (at once when 0). Python and on-device forms agree."""
+    r_max, d_max = 2.0, 0.8
+    layer = PerWorkerBatchRenorm2d(C, r_max=r_max, d_max=d_max, relax_start=relax_start, relax_steps=relax_steps)
+    for s in range(1, 9):
+        frac = (min(max((s - relax_start) / relax_steps, 0.0), 1.0) if relax_steps
+                else float(s > relax_start))
+        expected = (1.0 + frac * (r_max - 1.0), frac * d_max)
+        assert layer.limits() == pytest.approx(expected, abs=1e-12), s
+        r, d = layer.limit_tensors()
+        assert (r.item(), d.item()) == pytest.approx(expected, abs=1e-6), s
+        layer.num_batches_tracked.add_(1)
+
+
+@pytest.mark.parametrize("r_max, d_max", [(1.5, 0.0), (2.0, 0.0), (1.0, 0.5), (1.0, 1.0), (1.5, 0.5), (3.0, 2.0)])
+def test_either_limit_alone_renormalizes(r_max, d_max):
+    """r_max > 1 with d_max = 0, or d_max > 0 with r_max = 1, is Batch Renorm, not BN: the float64
+    reference of Ioffe 2017 with those limits, and a difference from BN on the same input."""
+    _, brn = _pair(1, r_max=r_max, d_max=d_max)
+    torch.manual_seed(4)
+    x = torch.randn(6, C, 3, 3) * torch.tensor([0.2, 4.0, 1.0]).view(1, C, 1, 1) + torch.tensor(
+        [2.5, -2.0, 0.4]).view(1, C, 1, 1)
+    rm, rv = brn.running_mean.clone().double(), brn.running_var.clone().double()
+    y = brn(x)
+    ref, _, _ = reference(x.double(), brn.weight.detach().double(), brn.bias.detach().double(), rm, rv, 1,
+                          r_max, d_max)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    bn, _ = _pair(1)
+    assert not torch.allclose(bn(x), y, atol=1e-3)

@@ -73,7 +73,20 @@ def test_every_norm_runs_forward_and_backward(depth, norm, conv):
 def test_small_input_stem_keeps_resolution():
     model = make(small_input=True, in_channels=1)
     assert isinstance(model.maxpool, nn.Identity) and model.conv1.stride == (1, 1) and model.conv1.in_channels == 1
-    assert make().conv1.kernel_size == (7, 7)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.padding == (1, 1)
+    x = torch.randn(2, 1, 10, 10)
+    assert model.relu(model.bn1(model.conv1(x))).shape == (2, 64, 10, 10)  # 10 px in, 10 px out of the stem
+    assert model.layer4(model.layer3(model.layer2(model.layer1(model.conv1(x))))).shape[-2:] == (2, 2)
+    full = make()
+    assert full.conv1.kernel_size == (7, 7) and full.conv1.stride == (2, 2) and full.conv1.padding == (3, 3)
+
+
+def test_an_unknown_depth_is_one_line_naming_the_choices():
+    from gnrepro.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        make(depth=34)
+    assert str(err.value) == "unknown ResNet depth 34; choose one of: [14, 26, 50, 101]"
 
 
 def test_per_worker_bn_reaches_every_layer():
