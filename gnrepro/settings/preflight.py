@@ -3,7 +3,9 @@ config-group choices, an unusable results folder, and then every job's composed 
 schema (all jobs of a ``-m`` sweep before the first one trains), each as one line."""
 from __future__ import annotations
 
+import copy
 import itertools
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -86,9 +88,31 @@ def check_command_line(argv: list[str], configs: Path = CONFIGS) -> None:
         check_writable(results_dir)
 
 
+def _configs_signature(configs: Path) -> tuple:
+    """What the composed config depends on besides the command line: the files under ``configs`` (name,
+    size, modification time) and the working directory (Hydra records it in ``hydra.runtime``)."""
+    files = sorted(configs.rglob("*.yaml"))
+    return (os.getcwd(), *((str(f), *(lambda st: (st.st_size, st.st_mtime_ns))(f.stat())) for f in files))
+
+
+# One launch composes each job's command line more than once (the sweep listing, every job's checks
+# before anything is written, then plan or the trainer), ~0.1 s each: a 30-job sweep's plan composed
+# 62 times. Keyed by everything the result depends on; each caller gets its own copy to change.
+_COMPOSED: dict[tuple, object] = {}
+
+
 def compose_config(overrides: list[str], configs: Path = CONFIGS, config_name: str = "train"):
     """The config ``config_name`` (train or evaluate) Hydra composes for ``overrides`` (with its
     ``hydra`` node), or one line."""
+    key = (tuple(overrides), str(configs), config_name, _configs_signature(Path(configs)))
+    if key not in _COMPOSED:
+        if len(_COMPOSED) >= 512:
+            _COMPOSED.clear()
+        _COMPOSED[key] = _compose(list(overrides), configs, config_name)
+    return copy.deepcopy(_COMPOSED[key])
+
+
+def _compose(overrides: list[str], configs: Path, config_name: str):
     from gnrepro.settings.schema import COMMANDS, unknown_key
 
     try:
