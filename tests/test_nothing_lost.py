@@ -640,10 +640,24 @@ def test_startup_interrupt_is_one_line_and_leaves_nothing(monkeypatch, capsys, t
 
 # ------------------------------------------------------------- class 6: real processes (slow)
 
-def start(cwd: Path, *overrides, env_extra=None) -> subprocess.Popen:
+def _default_signals() -> None:
+    """In the child: the stop signals at their default disposition, as from an interactive shell. A test
+    run under ``nohup`` (SIGHUP ignored) or as a background job (SIGINT ignored) would otherwise pass
+    that on, and the trainer rightly keeps an inherited "ignore" (test_an_ignored_signal_stays_ignored)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def start(cwd: Path, *overrides, env_extra=None, ignore=()) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
+
+    def child() -> None:
+        _default_signals()
+        for sig in ignore:
+            signal.signal(sig, signal.SIG_IGN)
+
     return subprocess.Popen([sys.executable, "-m", "gnrepro.train", *TINY, *overrides], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=child)
 
 
 def finish(proc: subprocess.Popen, timeout=600) -> tuple[int, str, str]:
@@ -715,6 +729,18 @@ def test_a_signal_during_start_up_is_one_line_and_leaves_nothing(sig, tmp_path):
     assert "Traceback" not in out + err
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("*.pt"))
     assert not (tmp_path / "outputs").exists(), sorted((tmp_path / "outputs").rglob("*"))
+
+
+@pytest.mark.slow
+def test_an_ignored_signal_stays_ignored(tmp_path):
+    """Under nohup (SIGHUP ignored when the run starts) a closed terminal does not stop the run."""
+    proc = start(tmp_path, ignore=(signal.SIGHUP,))
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGHUP)
+    code, out, err = finish(proc)
+    assert code == 0 and "Traceback" not in err, err
+    (folder,) = (tmp_path / "outputs/runs").glob("*/*")
+    assert runfiles.read_summary(folder)["status"] == "complete"
 
 
 @pytest.mark.slow

@@ -107,3 +107,9 @@ def test_options_left_unset_or_false_are_not_given():
     variants switched off do not trip GN, while a variant switched on does (test above)."""
     layer = build_norm("gn", 8, groups=4, sync=False, frozen=False, channels_per_group=None)
     assert layer.num_groups == 4
+
+
+def test_a_config_without_a_norm_name_is_tagged_with_a_question_mark():
+    """Listings (plan, report) of a run folder whose config names no norm show "?" rather than fail."""
+    assert norm_tag({}, {}) == "?" and norm_label("?") == "?"
+    assert norm_tag({}, {"name": "ws"}) == "?-ws"
