@@ -161,3 +161,13 @@ def test_either_limit_alone_renormalizes(r_max, d_max):
     torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
     bn, _ = _pair(1)
     assert not torch.allclose(bn(x), y, atol=1e-3)
+
+
+def test_scheduled_limits_follow_the_layers_dtype():
+    """A float64 layer (the float64 references of these tests) gets float64 limits, not float32-rounded."""
+    layer = PerWorkerBatchRenorm2d(C, r_max=1.3, d_max=0.7, relax_start=1).double()
+    layer.num_batches_tracked.add_(1)
+    r, d = layer.limit_tensors()
+    assert r.dtype == d.dtype == torch.float64 and (r.item(), d.item()) == (1.3, 0.7)
+    ramp = PerWorkerBatchRenorm2d(C, r_max=1.3, d_max=0.7, relax_steps=3).double()
+    assert ramp.limit_tensors()[0].dtype == torch.float64

@@ -31,3 +31,19 @@ def test_plain_conv_is_an_unbiased_conv2d():
 def test_unknown_conv():
     with pytest.raises(ConfigError, match="unknown conv 'wx'"):
         build_conv("wx")
+
+
+@pytest.mark.parametrize("bias, dilation, groups", [(True, 1, 1), (False, 2, 1), (True, 2, 2), (False, 1, 3)])
+def test_ws_conv_keeps_bias_dilation_and_groups(bias, dilation, groups):
+    """VGG's WS convs keep a bias (torchvision's layout), and a WS conv is an ordinary conv in every
+    other argument: float64 reference = F.conv2d with each filter standardized by hand."""
+    torch.manual_seed(1)
+    conv = build_conv("ws", eps=1e-5)(6, 6, 3, padding=2, bias=bias, dilation=dilation, groups=groups).double()
+    if bias:
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, 6, 7, 7, dtype=torch.double)
+    w = conv.weight.detach()
+    flat = w.flatten(1)
+    std_w = ((flat - flat.mean(1, keepdim=True)) / (flat.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()).view_as(w)
+    expected = F.conv2d(x, std_w, conv.bias, 1, 2, dilation, groups)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-10, atol=1e-10)

@@ -168,3 +168,56 @@ def test_per_worker_bn_rejects_uneven_split():
         PerWorkerBatchNorm2d(4, workers=2).train()(torch.randn(7, 4, 2, 2))
     with pytest.raises(ConfigError, match="workers must be a positive integer"):
         build_norm("bn", 4, workers=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"groups": 0}, "norm.groups must be a positive integer, got 0"),
+    ({"channels_per_group": -2}, "norm.channels_per_group must be a positive integer, got -2"),
+    ({"groups": 4, "channels_per_group": 8},
+     "GN got both groups=4 and channels_per_group=8; set exactly one of norm.groups or norm.channels_per_group "
+     "(the other to null)"),
+    ({"groups": 3}, "GN with groups=3 cannot split a layer of 64 channels (G must divide C); valid norm.groups "
+                    "for it: [1, 2, 4, 8, 16, 32, 64]"),
+])
+def test_group_count_refusals_name_the_key_and_the_valid_values(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        num_groups(64, **kwargs)
+    assert str(err.value) == message
+
+
+def test_gn_without_affine_has_no_gamma_beta():
+    from gnrepro.layers.norms import GroupNorm
+
+    assert GroupNorm(8, 2, affine=False).weight is None and GroupNorm(8, 2).weight.shape == (8,)
+
+
+@pytest.mark.parametrize("name", ["gn", "bn"])
+def test_16_bit_channels_last_input_keeps_its_dtype_and_float32_statistics(name):
+    """bf16 activations in channels_last (the layout-preserving paths): the output is bf16 in the
+    input's layout and equals torch's float32 kernel on the same values, rounded once to bf16."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(2)
+    layer = build_norm(name, 8, **({"groups": 4} if name == "gn" else {"workers": 2})).train()
+    x = (torch.randn(4, 8, 3, 3) * 3 + 1).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    y = layer(x)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    xf = x.float().contiguous()
+    if name == "gn":
+        ref = F.group_norm(xf, 4, eps=1e-5)
+    else:  # worker k holds images k, k+2 (gnrepro.layers.per_worker_bn.worker_of)
+        ref = torch.empty_like(xf)
+        for k in range(2):
+            ref[k::2] = F.batch_norm(xf[k::2], None, None, training=True, eps=1e-5)
+    torch.testing.assert_close(y.float(), ref, rtol=0, atol=0.04)  # a few bf16 steps at |y| <= 4
+
+
+def test_gn_under_autocast_in_channels_last_computes_in_float32():
+    torch.manual_seed(3)
+    layer = build_norm("gn", 8, groups=2)
+    x = torch.randn(2, 8, 3, 3).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x.to(torch.bfloat16))
+    assert y.dtype == torch.float32
+    import torch.nn.functional as F
+    torch.testing.assert_close(y, F.group_norm(x.to(torch.bfloat16).float(), 2, eps=1e-5), rtol=1e-5, atol=1e-5)

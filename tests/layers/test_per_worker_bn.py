@@ -41,3 +41,28 @@ def test_sampler_batch_folded_by_the_layer_normalizes_each_worker_alone(workers,
     # And not the same as one BN over the whole process batch (the test can fail).
     whole = nn.BatchNorm2d(channels, dtype=torch.float64).train()(x)
     assert not torch.allclose(whole, out, atol=1e-3)
+
+
+def test_a_batch_that_does_not_split_over_the_workers_names_both_numbers():
+    from gnrepro.layers.per_worker_bn import split
+
+    with pytest.raises(ValueError) as err:
+        split(torch.zeros(6, 2, 1, 1), 4)
+    assert str(err.value) == "a batch of 6 images cannot be split evenly over 4 workers"
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_one_step_counts_one_batch_and_uses_the_unbiased_variance_at_two_values(layout):
+    """Each training step adds 1 to num_batches_tracked (BRN's relaxation schedule counts on it), and
+    the running variance takes F.batch_norm's unbiased variance n/(n-1) also at n = 2 values per
+    worker and channel (1 image x 2 positions per worker), in both layouts."""
+    torch.manual_seed(4)
+    layer = PerWorkerBatchNorm2d(3, workers=2, momentum=1.0)  # momentum 1: the running stats are this step's
+    x = torch.randn(2, 3, 1, 2).to(memory_format=layout)
+    layer(x)
+    assert int(layer.num_batches_tracked) == 1
+    per_worker = [x[k].double().flatten(1) for k in range(2)]  # worker k: image k, 2 values per channel
+    expected_var = sum(v.var(1, unbiased=True) for v in per_worker) / 2
+    torch.testing.assert_close(layer.running_var.double(), expected_var, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.running_mean.double(), sum(v.mean(1) for v in per_worker) / 2,
+                               rtol=1e-5, atol=1e-6)
