@@ -47,3 +47,13 @@ def test_ws_conv_keeps_bias_dilation_and_groups(bias, dilation, groups):
     std_w = ((flat - flat.mean(1, keepdim=True)) / (flat.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()).view_as(w)
     expected = F.conv2d(x, std_w, conv.bias, 1, 2, dilation, groups)
     torch.testing.assert_close(conv(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_convs_carry_no_bias_and_ws_defaults_to_the_official_eps():
+    """Every conv of the ResNets is followed by a norm, so the factories build them without a bias;
+    WS's eps defaults to the official implementation's 1e-5 (the config's conv.eps)."""
+    plain, ws = build_conv("plain")(3, 4, 3), build_conv("ws")(3, 4, 3)
+    assert plain.bias is None and ws.bias is None and ws.eps == 1e-5
+    with pytest.raises(ConfigError) as err:
+        build_conv("std")
+    assert str(err.value) == "unknown conv 'std'; choose one of: plain, ws"

@@ -66,3 +66,10 @@ def test_one_step_counts_one_batch_and_uses_the_unbiased_variance_at_two_values(
     torch.testing.assert_close(layer.running_var.double(), expected_var, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(layer.running_mean.double(), sum(v.mean(1) for v in per_worker) / 2,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_one_worker_by_default_is_plain_batchnorm():
+    layer = PerWorkerBatchNorm2d(4)
+    assert layer.workers == 1
+    x = torch.randn(3, 4, 2, 2)
+    torch.testing.assert_close(layer(x), nn.BatchNorm2d(4)(x), rtol=0, atol=0)
