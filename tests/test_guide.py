@@ -91,6 +91,7 @@ def test_the_architecture_page_places_every_module():
     page = (ROOT / "docs" / "architecture.md").read_text()
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "gnrepro").rglob("*.py")
                      if p.name != "__init__.py" or p.parent.name == "data")
+    modules += sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "scripts").iterdir() if p.suffix in (".py", ".sh"))
     missing = [m for m in modules if f"`{m}`" not in page]
     assert not missing, f"docs/architecture.md does not list: {missing}"
     named = re.findall(r"^\| `([\w/.-]+)` \|", page, flags=re.M)
