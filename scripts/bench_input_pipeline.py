@@ -27,6 +27,7 @@ one step here is ``batch`` images (one worker's share: the model is timed at the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -99,6 +100,56 @@ def model_rate(cfg, shape, num_classes: int, device, steps: int, warmup: int = 2
     return time_steps(execution.compile(model), optimizer, images, targets, steps, warmup, execution)
 
 
+def dali_batches(cfg, device):
+    """NVIDIA DALI's own ResNet-50 training pipeline (the anchor of issue 23 for a fed GPU) over the
+    train files and labels of ``cfg``, at its batch: the file reader, JPEG decode fused with the
+    RandomResizedCrop box (scale 8-100%, aspect 3/4-4/3; ``device="mixed"``: nvJPEG on a GPU), resize
+    to the train crop, flip 1/2, normalization to float CHW. Yields (images on ``device``, labels),
+    epoch after epoch. Not a training loader of this suite (gnrepro/data/gpu_decode.py says why)."""
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.base_iterator import LastBatchPolicy
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+    data = cfg.data.copy()
+    data.loader = "gpu"  # the split as the GPU loader reads it: every train file's path and label
+    files = build_datasets(data).train.dataset
+    cuda, crop = device.type == "cuda", int(cfg.data.train_crop)
+
+    @pipeline_def(batch_size=cfg.batch, num_threads=max(1, int(cfg.data.num_workers)),
+                  device_id=(device.index or 0) if cuda else None, seed=cfg.seed)
+    def pipeline():
+        jpegs, labels = fn.readers.file(files=files.paths, labels=files.labels, random_shuffle=True, name="reader")
+        images = fn.decoders.image_random_crop(jpegs, device="mixed" if cuda else "cpu", output_type=types.RGB,
+                                               random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
+        images = fn.resize(images, resize_x=crop, resize_y=crop)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                          mean=[255 * m for m in cfg.data.mean], std=[255 * s for s in cfg.data.std],
+                                          mirror=fn.random.coin_flip())
+        return images, labels
+
+    # the last batch of an epoch is dropped, as StepBatchSampler drops it: every step has ``batch`` images
+    epochs = DALIGenericIterator(pipeline(), ["images", "labels"], reader_name="reader",
+                                 last_batch_policy=LastBatchPolicy.DROP, auto_reset=True)
+    while True:
+        for batch in epochs:
+            yield batch[0]["images"].to(device, non_blocking=True), batch[0]["labels"].view(-1)
+
+
+def dali_rate(cfg, device, steps: int) -> tuple[float, str]:
+    """Images/s of :func:`dali_batches`; the first batch (pipeline start-up) is not timed."""
+    from nvidia.dali import __version__
+
+    batches = dali_batches(cfg, device)
+    next(batches)
+    seen, start = 0, time.perf_counter()
+    for _ in range(steps):
+        images, _ = next(batches)
+        seen += len(images)
+    if images.is_cuda:
+        torch.cuda.synchronize(images.device)
+    return seen / (time.perf_counter() - start), f"NVIDIA DALI {__version__}, decode on {'mixed' if device.type == 'cuda' else 'cpu'}"
+
+
 def _fmt(rate: float) -> str:
     """At least three significant digits, never an exponent (CPU model rates are below 1)."""
     return f"{rate:.1f}" if rate >= 100 else f"{rate:.3g}"
@@ -114,6 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model-steps", type=int, default=None, help="timed model steps (default: --steps)")
     parser.add_argument("--loaders", default=None, metavar="A,B",
                         help=f"time the train loader for each data.loader in this list ({', '.join(LOADERS)}), side by side")
+    parser.add_argument("--dali", action="store_true",
+                        help="also time NVIDIA DALI's own ResNet-50 pipeline on the same files, the anchor "
+                             "(pip install 'gnrepro[dali]')")
     parser.add_argument("overrides", nargs="*", help="training-config overrides, e.g. data=imagenet batch=32")
     args = parser.parse_args(argv)
     if args.loaders is not None:
@@ -121,6 +175,10 @@ def main(argv=None) -> int:
         unknown = [name for name in args.loaders if name not in LOADERS]
         if unknown:
             parser.error(f"--loaders: unknown data.loader {unknown[0]!r}; choose from {', '.join(LOADERS)}")
+
+    if args.dali and importlib.util.find_spec("nvidia.dali") is None:
+        parser.exit(2, "gnrepro: error: --dali needs NVIDIA DALI, which is not installed: "
+                       "pip install 'gnrepro[dali]' (or nvidia-dali-cuda120 for a CUDA 12 driver)\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = list(args.overrides)
@@ -132,6 +190,9 @@ def main(argv=None) -> int:
         device = pick_device(cfg.device)
         if args.loaders and "loader" not in cfg.data:
             parser.error(f"--loaders needs a data set read from image files (imagenet, pets, imagenette), not data={cfg.data.name}")
+        if args.dali and "train_crop" not in cfg.data:
+            parser.exit(2, f"gnrepro: error: --dali times photo data sets (imagenet, imagenette, pets), not "
+                           f"data={cfg.data.name}\n")
         rates, serial = {}, {}
         for loader in args.loaders or [None]:
             train, cfg, splits = build_train_loader(overrides, with_splits=True, loader=loader, device=device)
@@ -146,6 +207,8 @@ def main(argv=None) -> int:
         shape = tuple(images.shape)
 
         out_rate = model_rate(cfg, shape, splits.num_classes, device, args.model_steps or args.steps)
+        if args.dali:
+            dali, dali_what = dali_rate(cfg, device, args.steps)
 
     workers = cfg.data.get("num_workers", 0)
     print(f"data={cfg.data.name}  batch={cfg.batch}  tensor {list(shape)}  data.num_workers={workers}  "
@@ -157,6 +220,11 @@ def main(argv=None) -> int:
             if loader in serial:
                 print(f"data.loader={loader:<9} prepared in the loop, not ahead : {_fmt(serial[loader]):>8} images/s  "
                       f"(ahead/in the loop = {rate / serial[loader]:.2f}x)")
+    if args.dali:
+        print(f"anchor: {dali_what} : {_fmt(dali):>8} images/s  ({dali / in_rate:.2f}x "
+              f"{args.loaders[0] if args.loaders else 'the train loader'}; DALI's ResNet-50 pipeline on the same files)")
+        if "gpu" in rates:
+            print(f"data.loader=gpu / DALI = {rates['gpu'] / dali:.2f}  (1 = as fast as the anchor)")
     print(f"input pipeline : {_fmt(in_rate):>8} images/s  ({seen} images, train loader alone"
           f"{f', data.loader={args.loaders[0]}' if args.loaders else ''})")
     how = f"precision={cfg.precision} channels_last={cfg.channels_last} compile={cfg.compile}"

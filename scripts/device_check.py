@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import os
 import re
 import signal
@@ -57,9 +58,10 @@ SECTIONS = [  # in the order of what the recommendations need most
             BENCH + ["--batch", "64", "--norms", "bn", "gn", "gn_ws", "--precisions", "fp32", "tf32", "bf16",
                      "--layouts", "nchw", "channels_last", "--modes", "eager", "--steps", "30", "--warmup", "5",
                      "--end-to-end", "1024"], 150, 64),
-    Section("Input pipeline: data.loader = pil, pil_uint8, gpu",
+    Section("Input pipeline: data.loader = pil, pil_uint8, gpu (and NVIDIA DALI's pipeline, the anchor, if installed)",
             [sys.executable, str(ROOT / "scripts" / "bench_input_pipeline.py"), "--fake-images", "1024", "--steps",
-             "10", "--loaders", "pil,pil_uint8,gpu", "device=cuda", "batch=64", "data.num_workers=8"], 90),
+             "10", "--loaders", "pil,pil_uint8,gpu", "device=cuda", "batch=64", "data.num_workers=8"]
+            + (["--dali"] if importlib.util.find_spec("nvidia.dali") else []), 90),
     Section("ResNet-50 at 64 images: torch.compile (bf16, channels_last)",
             BENCH + ["--batch", "64", "--norms", "bn", "gn", "--precisions", "bf16", "--layouts", "channels_last",
                      "--modes", "eager", "default", "--steps", "30", "--warmup", "10"], 180, 64),
@@ -68,6 +70,7 @@ SECTIONS = [  # in the order of what the recommendations need most
 ROW = re.compile(r"^(\w+)\s+(\d+)\s+(fp32|tf32|bf16|fp16)\s+(nchw|channels_last)\s+(\S+)\s+([\d.]+)\s+(\S+)\s+(\d+)$",
                  re.M)
 LOADER = re.compile(r"^data\.loader=(\w+)\s+:\s+([\d.]+) images/s", re.M)
+TO_DALI = re.compile(r"^data\.loader=gpu / DALI = ([\d.]+)", re.M)
 OVERLAP = re.compile(r"^overlap: .*both/min\(alone\) = ([\d.]+)", re.M)
 FIELDS = ["section", "batch", "norm", "workers", "precision", "layout", "mode", "images_per_s", "ratio", "graphs"]
 
@@ -117,7 +120,8 @@ def _verdict(what: str, ratios: dict[str, float], yes: str, no: str) -> str:
     return f"- {what}: {shown} -> " + (yes if min(ratios.values()) >= FASTER else no)
 
 
-def recommendations(rows: list[dict], loaders: dict[str, float], overlap: float | None) -> list[str]:
+def recommendations(rows: list[dict], loaders: dict[str, float], overlap: float | None,
+                    to_dali: float | None = None) -> list[str]:
     """The settings the docs recommend, each decided by the measured ratio printed beside it."""
     small = dict(batch=2, workers=8)
     lines = ["## Recommended settings (read off the rows above)", "",
@@ -140,6 +144,9 @@ def recommendations(rows: list[dict], loaders: dict[str, float], overlap: float 
         best = max(loaders, key=loaders.get)
         lines.append(f"- input: fastest `data.loader={best}` ({loaders[best]:.0f} images/s; "
                      + ", ".join(f"{k} {v:.0f}" for k, v in loaders.items()) + ")")
+    if to_dali is not None:
+        lines.append(f"- input: `data.loader=gpu` gives {to_dali:.2f}x the images/s of NVIDIA DALI's ResNet-50 pipeline "
+                     + ("(within reach of the anchor)" if to_dali >= 0.8 else "(not within 0.8x of the anchor)"))
     if overlap is not None:
         lines.append(f"- end to end: both/min(alone) = {overlap:.2f} "
                      + ("(the loader and the step overlap)" if overlap >= 0.9 else "(the loader and the step do not overlap fully)"))
@@ -150,12 +157,12 @@ def run_sections(sections: list[Section], out: Path, budget: float, header: list
     """Run each section under min(its limit, what is left of the budget); rewrite report.md and
     rows.csv after each one; return the timed rows."""
     out.mkdir(parents=True, exist_ok=True)
-    start, rows, loaders, overlap = time.monotonic(), [], {}, None
+    start, rows, loaders, overlap, to_dali = time.monotonic(), [], {}, None, None
     lines = list(header)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # a stopped section keeps the rows it printed
 
     def save(done: bool) -> None:
-        tail = recommendations(rows, loaders, overlap) + [f"Total {time.monotonic() - start:.0f} s."] if done \
+        tail = recommendations(rows, loaders, overlap, to_dali) + [f"Total {time.monotonic() - start:.0f} s."] if done \
             else ["(in progress: the sections above are finished)"]
         _write(out / "report.md", "\n".join(lines + tail) + "\n")
         with open(out / ".rows.csv.tmp", "w", newline="") as f:
@@ -194,6 +201,8 @@ def run_sections(sections: list[Section], out: Path, budget: float, header: list
         loaders.update({k: float(v) for k, v in LOADER.findall(text)})
         if m := OVERLAP.search(text):
             overlap = float(m[1])
+        if m := TO_DALI.search(text):
+            to_dali = float(m[1])
         save(done=False)
     save(done=True)
     return rows

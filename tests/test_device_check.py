@@ -4,6 +4,7 @@ the rows it records are the rows the benchmark printed, and each recommendation 
 import csv
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -80,7 +81,8 @@ def test_a_setting_is_recommended_only_when_faster_for_every_norm():
     mixed = device_check.recommendations(rows_of(**{"bn/eager": 100, "bn/reduce-overhead": 250,
                                                     "gn/eager": 80, "gn/reduce-overhead": 80}), {}, None)
     assert line_of(mixed, what).endswith("gn 1.00x -> keep eager at small batches")
-    missing = device_check.recommendations(rows_of(**{"bn/eager": 100}), {"pil": 900.0, "gpu": 2400.0}, 0.5)
+    missing = device_check.recommendations(rows_of(**{"bn/eager": 100}), {"pil": 900.0, "gpu": 2400.0}, 0.5, 0.6)
+    assert line_of(missing, "- input: `data.loader=gpu` gives 0.60x").endswith("(not within 0.8x of the anchor)")
     assert "not measured" in line_of(missing, what)
     assert line_of(missing, "- input:").startswith("- input: fastest `data.loader=gpu` (2400 images/s")
     assert "do not overlap fully" in line_of(missing, "- end to end:")
@@ -111,3 +113,24 @@ def test_a_budget_that_is_not_positive_is_refused_in_one_line(tmp_path):
                            str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("gnrepro: error: --budget 0") and proc.stderr.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_input_section_is_read_off_the_real_benchmark(tmp_path):
+    """bench_input_pipeline.py on the CPU as a section: the fastest loader it printed is the one
+    recommended, and with DALI installed the gpu/DALI ratio it printed is the one reported."""
+    dali = importlib.util.find_spec("nvidia.dali") is not None
+    bench = [sys.executable, str(ROOT / "scripts" / "bench_input_pipeline.py"), "--fake-images", "16", "--fake-size",
+             "64", "48", "--steps", "2", "--model-steps", "1", "--loaders", "pil,gpu", "batch=2", "norm=gn",
+             "data.train_crop=32", "data.eval_resize=36", "data.eval_crop=32", "data.num_workers=1", "device=cpu"]
+    device_check.run_sections([Section("input", bench + (["--dali"] if dali else []), 240)], tmp_path, 240, ["# t", ""])
+    report = (tmp_path / "report.md").read_text()
+    rates = {k: float(v) for k, v in device_check.LOADER.findall(report)}
+    assert set(rates) == {"pil", "gpu"}
+    best = max(rates, key=rates.get)
+    assert line_of(report.splitlines(), "- input: fastest").startswith(f"- input: fastest `data.loader={best}` "
+                                                                        f"({rates[best]:.0f} images/s")
+    if dali:
+        printed = re.search(r"^data\.loader=gpu / DALI = ([\d.]+)", report, flags=re.M).group(1)
+        assert line_of(report.splitlines(), "- input: `data.loader=gpu` gives").startswith(
+            f"- input: `data.loader=gpu` gives {float(printed):.2f}x")

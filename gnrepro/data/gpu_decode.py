@@ -11,8 +11,9 @@ flipped and normalized on the GPU in batched operations (``resample``). Evaluati
 
 Why torchvision.io and not NVIDIA DALI (the usual anchor for a fed GPU):
 
-* torchvision is already a pinned dependency; DALI (``nvidia-dali-cuda120`` / ``-cuda130`` on PyPI,
-  about 425 MB) is built per CUDA major version and would be one more thing to match to the driver;
+* torchvision is already a pinned dependency; DALI (``nvidia-dali-cuda130`` / ``-cuda120`` on PyPI,
+  the optional ``dali`` extra, 551 MB installed) is built per CUDA major version and would be one
+  more thing to match to the driver;
 * DALI brings its own reader, shuffling and iterator: keeping our (seed, epoch) step order and the
   per-worker BN interleaving (gnrepro/data/sampling.py) would mean feeding it through
   ``fn.external_source``, and its one-line bad-file errors (``data.skip_bad``) would have to be
@@ -22,7 +23,8 @@ Why torchvision.io and not NVIDIA DALI (the usual anchor for a fed GPU):
 
 What DALI would do better: it decodes only the crop's region (``fn.decoders.image_random_crop``)
 and overlaps the host-side Huffman stage with the GPU, so at thousands of images/s per GPU it can
-be faster (not measured on a GPU: docs/gpu.md gives the commands that compare them).
+be faster (not measured on a GPU: ``scripts/bench_input_pipeline.py --dali`` times DALI's own
+ResNet-50 pipeline beside this loader; docs/gpu.md).
 
 Files that are not RGB/grey JPEGs (a PNG or CMYK JPEG saved as ``.jpg``, as in Oxford-IIIT Pets)
 are decoded by PIL in the worker and only resized on the GPU. A file PIL cannot open is named by
