@@ -148,10 +148,6 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict | None = None) -> dict:
             raise
 
 
-def all_finite(module: torch.nn.Module) -> bool:
-    return all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point())
-
-
 def train_run(cfg: DictConfig, run_dir: Path, resolved: dict, state: RunState, signals: PreemptionSignals) -> dict:
     procs, device = init_processes(cfg.device)
     try:
@@ -224,7 +220,7 @@ class RunLoop:
         """Checkpoint (every process takes part; the first writes). ``partial``: the true sums, just read."""
         p = self.parts
         average_bn_buffers(p.core, self.procs)
-        if not all_finite(p.core):  # never replace the last good checkpoint with a diverged one
+        if not checkpoint.all_finite(p.core):  # never replace the last good checkpoint with a diverged one
             raise DivergedError(f"the weights became non-finite at epoch {self.epoch}, "
                                 f"step {partial.steps if partial else 0}")
         rngs = gather(checkpoint.rng_state(), self.procs)

@@ -22,6 +22,16 @@ from gnrepro.engine.loop import EpochMeter
 log = logging.getLogger("gnrepro")
 
 
+def all_finite(module: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer is finite, checked before a checkpoint replaces
+    the last good one. One host sync for the whole state: reading each tensor's flag synced once per
+    tensor (about 320 on ResNet-50, issue 23)."""
+    flags = [torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()]
+    if not flags:
+        return True
+    return bool(torch.stack([flag.to(flags[0].device) for flag in flags]).all())
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
