@@ -10,9 +10,11 @@
   GPU (gnrepro/data/gpu_decode.py, where the choice over NVIDIA DALI is explained).
 
 Either way the trainer's loop sees ``(images, targets)`` already on the device, so it needs no
-change: its own ``.to(device)`` is then a no-op. On a CUDA device ``pil_uint8`` and ``gpu`` prepare
-each batch one step ahead, on a loader thread and a side stream, handed over with an event
-(gnrepro/data/overlap.py), so decode, crops and copies overlap the training step.
+change: its own ``.to(device)`` is then a no-op. On a CUDA device every loader prepares each batch
+one step ahead, on a loader thread and a side stream, handed over with an event
+(gnrepro/data/overlap.py), so decode, crops and the host-to-device copies overlap the training step
+(``pil``: the copy of its float batch, which otherwise ran on the compute stream, issue 23). On a
+CPU ``pil`` batches are the DataLoader's own.
 """
 from __future__ import annotations
 
@@ -58,6 +60,12 @@ class DeviceBatches:
             yield self.prepare(batch, self.device)
 
 
+def copy_to_device(batch, device):
+    """``prepare`` of ``pil`` on a GPU: the normalized float batch and its labels, copied from pinned memory."""
+    images, targets = batch
+    return to_device(images, device), to_device(targets, device)
+
+
 class NormalizeOnDevice:
     """``prepare`` of ``pil_uint8``: copy the uint8 batch (pinned: asynchronously) and normalize it there."""
 
@@ -71,13 +79,15 @@ class NormalizeOnDevice:
 
 
 def feed(loader, cfg, device=None, train: bool = True, overlap: bool | None = None):
-    """``loader`` as the trainer iterates it for ``data.loader``: unchanged for ``pil`` (bit for bit
-    today's batches), wrapped so that batches arrive normalized on ``device`` otherwise, prepared one
-    batch ahead on a CUDA device (``overlap=False``: in the loop, as before; the benchmarks' baseline)."""
+    """``loader`` as the trainer iterates it for ``data.loader``: batches arrive normalized on
+    ``device``, prepared one batch ahead on a CUDA device (``overlap=False``: in the loop, as before;
+    the benchmarks' baseline). ``pil`` on a CPU (or not overlapped): the loader itself, whose batches
+    the trainer moves (bit for bit the same tensors either way)."""
     name = loader_name(cfg)
+    device = torch.device("cpu") if device is None else torch.device(device)
     if name == "pil":
-        return loader
-    device = torch.device("cpu") if device is None else device
+        ahead = device.type == "cuda" if overlap is None else overlap
+        return DeviceBatches(loader, copy_to_device, device, overlap=True) if ahead else loader
     if name == "pil_uint8":
         return DeviceBatches(loader, NormalizeOnDevice(cfg.mean, cfg.std), device, overlap)
     return DeviceBatches(loader, DecodeOnDevice(cfg, train=train), device, overlap)

@@ -287,6 +287,30 @@ def test_no_host_sync_in_the_steady_state_and_the_counter_catches_one(tmp_path, 
     assert calls.count(("tolist", "gnrepro-loader")) == 5
 
 
+def test_the_default_pil_loader_is_copied_ahead_on_cuda_and_untouched_on_a_cpu(tmp_path, monkeypatch):
+    """``pil`` (the default): on a GPU its float batches are copied one step ahead on the side stream
+    (the copy ran on the compute stream before, issue 23); the batches are the DataLoader's own, in
+    order, with no host sync in the steady state; on a CPU the loader is returned as it is."""
+    fake.make_imagenet(tmp_path, classes=2, train_per_class=12, size=(80, 60))
+    cfg = gpu_cfg(tmp_path)
+    cfg.loader = "pil"
+    splits = build_datasets(cfg)
+    loader = DataLoader(splits.val, batch_size=2, shuffle=False, num_workers=1, persistent_workers=False)
+    assert feed(loader, cfg, torch.device("cpu")) is loader
+    assert feed(loader, cfg, torch.device("cuda")).overlap is True  # nothing touches the device until iterated
+    assert feed(loader, cfg, torch.device("cuda"), overlap=False) is loader
+    ahead = iter(feed(loader, cfg, torch.device("cpu"), overlap=True))
+    got = [next(ahead)]
+    with monkeypatch.context() as patch:
+        counter = SyncCounter(patch)
+        got += list(ahead)
+    assert counter.calls == []
+    want = list(loader)
+    assert len(got) == len(want) == 2
+    for (a, ta), (w, tw) in zip(got, want):
+        assert a.dtype == torch.float32 and torch.equal(a, w) and torch.equal(ta, tw)
+
+
 # ------------------------------------------------------------------------------------- on a GPU
 
 @needs_cuda
@@ -321,3 +345,24 @@ def test_the_overlapped_loader_on_cuda_gives_the_serial_batches_without_syncs(tm
     assert len(got) == len(serial)
     for (a, ta), (s, ts) in zip(got, serial):
         assert a.is_cuda and torch.equal(a, s) and torch.equal(ta, ts)
+
+
+@needs_cuda
+def test_the_pil_loader_copied_ahead_on_cuda_gives_the_loaders_batches_without_syncs(tmp_path, monkeypatch):
+    """The default loader on real streams: the DataLoader's float batches on the device, unchanged,
+    and no counted sync on either thread after the first batch."""
+    fake.make_imagenet(tmp_path, classes=2, train_per_class=12, size=(400, 300))
+    cfg = gpu_cfg(tmp_path, crop=(224, 256, 224))
+    cfg.loader = "pil"
+    splits = build_datasets(cfg)
+    loader = DataLoader(splits.val, batch_size=2, pin_memory=True)
+    want = list(loader)
+    it = iter(feed(loader, cfg, torch.device("cuda"), train=False))
+    got = [next(it)]
+    with monkeypatch.context() as patch:
+        counter = SyncCounter(patch)
+        got += list(it)
+    assert counter.calls == []
+    assert len(got) == len(want)
+    for (a, ta), (w, tw) in zip(got, want):
+        assert a.is_cuda and ta.is_cuda and torch.equal(a.cpu(), w) and torch.equal(ta.cpu(), tw)
