@@ -87,7 +87,12 @@ def set_float32_math(precision: str) -> None:
     ``precision=tf32``. torch's own default is TF32 for cuDNN convolutions, so fp32 must say so. Uses
     torch's ``fp32_precision`` switches only (mixing them with the legacy ``allow_tf32`` flags is an error)."""
     mode = "tf32" if precision == "tf32" else "ieee"
-    torch.backends.cudnn.fp32_precision = mode  # cuDNN's convolutions (and RNNs)
+    # Each switch by name: torch 2.11 (the lent GPU image's) keeps cuDNN's convolutions at their
+    # default "tf32" when only the parent ``torch.backends.cudnn`` switch is set (2.14 passes it on),
+    # and a child set earlier by anyone keeps its value under a parent's in both.
+    torch.backends.cudnn.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode  # cuDNN's convolutions
+    torch.backends.cudnn.rnn.fp32_precision = mode
     torch.backends.cuda.matmul.fp32_precision = mode  # cuBLAS's matmuls (the fc layer)
 
 

@@ -11,11 +11,15 @@ from gnrepro.runs.identity import precision_tag
 
 @pytest.fixture
 def torch_default_tf32():
-    """torch's default state (cuDNN convolutions in TF32), restored after the test."""
-    saved = torch.backends.cudnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision
-    torch.backends.cudnn.fp32_precision = "tf32"
+    """torch's default state, cuDNN convolutions in TF32, as a child switch set on its own (as a
+    library or a user's script may have set it: under a parent's new value it keeps its own, and in
+    torch 2.11 even the untouched default does); restored after the test."""
+    switches = (torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)
+    saved = [s.fp32_precision for s in switches]
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cudnn.rnn.fp32_precision = "tf32"
     yield
-    torch.backends.cudnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+    for switch, value in zip(switches, saved):
+        switch.fp32_precision = value
 
 
 @pytest.mark.parametrize("precision,math", [("fp32", "ieee"), ("tf32", "tf32"), ("bf16", "ieee"), ("fp16", "ieee")])
@@ -23,6 +27,7 @@ def test_each_precision_sets_the_float32_math_of_convolutions_and_matmuls(torch_
     cfg = OmegaConf.create({"precision": precision, "deterministic": False, "channels_last": False, "compile": "off"})
     build_execution(cfg, torch.device("cpu"))
     assert torch.backends.cudnn.conv.fp32_precision == math
+    assert torch.backends.cudnn.rnn.fp32_precision == math
     assert torch.backends.cuda.matmul.fp32_precision == math
 
 
