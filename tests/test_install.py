@@ -1,6 +1,7 @@
 """The package is complete on its own: the wheel carries the Hydra configs (mapped from the checkout's
 top-level configs/) and the paper's published numbers, and every command runs from it in an unrelated
 folder with no checkout on the path; a plain checkout that was never installed finds the same configs."""
+import re
 import shutil
 import subprocess
 import sys
@@ -94,3 +95,15 @@ def test_a_plain_checkout_never_installed_composes_its_top_level_configs(tmp_pat
                          cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
     assert cfg.returncode == 0, cfg.stderr[-2000:]
     assert "name: gn" in cfg.stdout
+
+
+def test_the_device_wheels_are_the_versions_this_environment_runs():
+    """scripts/device_wheels.sh fetches, for a GPU machine without internet, the packages beyond its
+    PyTorch stack: each pinned at the version installed from pyproject.toml here, so a pin bumped in
+    one place and not the other is caught before a device's minutes are spent on it."""
+    from importlib.metadata import version
+
+    script = (ROOT / "scripts" / "device_wheels.sh").read_text()
+    pins = dict(re.findall(r"\b([a-z][a-z0-9-]+)==([0-9][0-9.]*)\b", script))
+    assert {"hydra-core", "omegaconf", "antlr4-python3-runtime", "pydantic", "pydantic-core"} <= set(pins)
+    assert {name: version(name) for name in pins} == pins
