@@ -6,7 +6,7 @@
 #
 #   bash scripts/device_wheels.sh [python version, default 3.12]        # here, with internet
 #   # there, from the checkout root:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 #   python3 scripts/device_check.py
 #
 # The versions are the ones pyproject.toml pins (or its pins resolve to). .whl/ is ignored by git.

@@ -13,6 +13,8 @@ Hydra's submitit launcher, whose task variables are translated by submitit.
 """
 from __future__ import annotations
 
+import inspect
+
 import os
 from dataclasses import dataclass
 
@@ -91,9 +93,12 @@ def wrap(model: nn.Module, procs: Processes, device: torch.device) -> nn.Module:
     own; they start equal, from the same seed or checkpoint, and are averaged by the one rule)."""
     if not procs.distributed:
         return model
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False,
-    )
+    ddp = nn.parallel.DistributedDataParallel
+    # torch 2.14 renamed the switch (broadcast_buffers is deprecated there); 2.11, a cluster's or the
+    # lent GPU image's torch, knows only the old name
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters \
+        else "broadcast_buffers"
+    return ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False})
 
 
 def average_bn_buffers(model: nn.Module, procs: Processes) -> None:

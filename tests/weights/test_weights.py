@@ -171,7 +171,7 @@ def test_a_malicious_pickle_is_refused_and_does_not_run(tmp_path, compose_cfg):
     marker = tmp_path / "pwned"
     path = tmp_path / "R-50-GN.pkl"
     path.write_bytes(pickle.dumps({"blobs": {"conv1_w": Evil(marker)}}, protocol=2))
-    with pytest.raises(ConfigError, match=r"refused to load .*global io\.open is not allowed"):
+    with pytest.raises(ConfigError, match=r"refused to load .*global _?io\.open is not allowed"):
         resolve(str(path), "auto", "plain")
     assert not marker.exists()
     # the control: the same file through plain pickle does run, so the test can fail
