@@ -17,6 +17,7 @@ rm -rf .whl && mkdir -p .whl
 wheels=(
   hydra-core==1.3.8 omegaconf==2.3.1                                  # the configs
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+  hydra-submitit-launcher==1.2.0 submitit==1.5.4 hydra-joblib-launcher==1.2.0   # the launcher presets
 )
 python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version "$version" --implementation cp \
