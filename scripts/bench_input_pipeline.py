@@ -155,7 +155,7 @@ def _fmt(rate: float) -> str:
     return f"{rate:.1f}" if rate >= 100 else f"{rate:.3g}"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fake-images", type=int, default=0,
                         help="write a fake ImageNet of this many train images (8 classes) to a temp dir and use it")
@@ -169,6 +169,11 @@ def main(argv=None) -> int:
                         help="also time NVIDIA DALI's own ResNet-50 pipeline on the same files, the anchor "
                              "(pip install 'gnrepro[dali]')")
     parser.add_argument("overrides", nargs="*", help="training-config overrides, e.g. data=imagenet batch=32")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.loaders is not None:
         args.loaders = args.loaders.split(",")

@@ -162,7 +162,7 @@ def loader_rate(overrides: list[str], steps: int) -> tuple[float, str]:
     return rate, f"data={cfg.data.name} batch={cfg.batch} num_workers={cfg.data.get('num_workers', 0)}"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50", choices=MODELS)
     parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=NORMS)
@@ -188,6 +188,11 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="inductor", choices=["inductor", "aot_eager", "eager"],
                         help="dynamo backend of compiled rows: inductor (what runs use); eager only checks the "
                              "benchmark itself (graph capture without code generation, seconds per row on a CPU)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     modes = list(dict.fromkeys("default" if m == "compiled" else m for m in args.modes))
 

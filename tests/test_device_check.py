@@ -134,3 +134,30 @@ def test_the_input_section_is_read_off_the_real_benchmark(tmp_path):
         printed = re.search(r"^data\.loader=gpu / DALI = ([\d.]+)", report, flags=re.M).group(1)
         assert line_of(report.splitlines(), "- input: `data.loader=gpu` gives").startswith(
             f"- input: `data.loader=gpu` gives {float(printed):.2f}x")
+
+
+def load(script):
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
+    module = sys.modules[script] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_section_is_a_command_its_script_accepts(tmp_path):
+    """A flag or a setting a script does not know would cost a GPU owner's minutes: each section's
+    arguments go through its script's own parser, and the input section's overrides compose."""
+    parsers = {name: load(name).build_parser() for name in ("bench_throughput", "bench_input_pipeline")}
+    seen = set()
+    for section in device_check.SECTIONS:
+        if section.command[1:3] == ["-m", "pytest"]:
+            assert section.command[3:5] == ["-m", "cuda"]
+            continue
+        script = Path(section.command[1]).stem
+        args = parsers[script].parse_args(section.command[2:])  # exits (fails the test) on an unknown flag or value
+        seen.add(script)
+        if script == "bench_throughput":
+            assert args.device == "cuda" and (section.batch == args.batch), section.title
+        else:
+            cfg = load("bench_input_pipeline").compose_train(["data=imagenet", f"data.root={tmp_path}", *args.overrides])
+            assert cfg.device == "cuda" and cfg.batch == 64
+    assert seen == set(parsers)
