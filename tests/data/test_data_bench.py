@@ -78,6 +78,7 @@ def test_bench_prints_the_dali_anchor_beside_the_loaders(capsys):
     assert abs(to_dali - gpu / dali) < 0.01 * to_dali + 0.01
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds
 def test_dali_without_dali_installed_is_refused_in_one_line():
     hide = ("import runpy, sys; sys.modules['nvidia.dali'] = None; sys.argv = sys.argv[1:]; "
             "runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -87,6 +88,7 @@ def test_dali_without_dali_installed_is_refused_in_one_line():
     assert proc.stderr.startswith("gnrepro: error: --dali needs NVIDIA DALI") and proc.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DALI, reason="NVIDIA DALI is not installed (pip install 'gnrepro[dali]'; CI does not)")
 def test_dali_on_a_data_set_that_is_not_photos_is_refused_in_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_input_pipeline.py"), "--dali", "data=digits"],
