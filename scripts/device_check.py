@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import csv
 import importlib.util
+import io
 import os
 import re
 import signal
@@ -36,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gnrepro import runfiles  # noqa: E402
 BENCH = [sys.executable, str(ROOT / "scripts" / "bench_throughput.py"), "--device", "cuda", "--model", "resnet50"]
 FASTER = 1.05  # a setting is recommended when it is at least this much faster for every norm measured
 
@@ -73,6 +77,7 @@ LOADER = re.compile(r"^data\.loader=(\w+)\s+:\s+([\d.]+) images/s", re.M)
 TO_DALI = re.compile(r"^data\.loader=gpu / DALI = ([\d.]+)", re.M)
 OVERLAP = re.compile(r"^overlap: .*both/min\(alone\) = ([\d.]+)", re.M)
 FIELDS = ["section", "batch", "norm", "workers", "precision", "layout", "mode", "images_per_s", "ratio", "graphs"]
+SETTING = FIELDS[:7]  # what a timed row was measured at (the rest is what was measured)
 
 
 def slug(name: str) -> str:
@@ -85,13 +90,6 @@ def parse_rows(text: str, section: Section) -> list[dict]:
             for m in ROW.findall(text)]
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace the file whole: a reader (or an interrupted check) sees the old report or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _stop(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
         os.killpg(proc.pid, signal.SIGKILL)
@@ -100,16 +98,14 @@ def _stop(proc: subprocess.Popen) -> None:
 def _ratios(rows, key: str, base: str, other: str, **where) -> dict[str, float]:
     """images/s of ``key=other`` over ``key=base`` per norm, the other fields equal (the median over
     the pairs a norm has)."""
-    chosen = [r for r in rows if all(r[k] == v for k, v in where.items())]
-    rate = {tuple(r[k] for k in FIELDS if k not in ("images_per_s", "ratio", "graphs")): r["images_per_s"]
-            for r in chosen}
-    i = [k for k in FIELDS if k not in ("images_per_s", "ratio", "graphs")].index(key)
+    rate = {tuple(r[k] for k in SETTING): r["images_per_s"] for r in rows if all(r[k] == v for k, v in where.items())}
+    i, norm = SETTING.index(key), SETTING.index("norm")
     pairs: dict[str, list[float]] = {}
     for k, value in rate.items():
         if k[i] == other:
             twin = k[:i] + (base,) + k[i + 1:]
             if twin in rate:
-                pairs.setdefault(k[2], []).append(value / rate[twin])
+                pairs.setdefault(k[norm], []).append(value / rate[twin])
     return {norm: statistics.median(r) for norm, r in pairs.items()}
 
 
@@ -164,12 +160,13 @@ def run_sections(sections: list[Section], out: Path, budget: float, header: list
     def save(done: bool) -> None:
         tail = recommendations(rows, loaders, overlap, to_dali) + [f"Total {time.monotonic() - start:.0f} s."] if done \
             else ["(in progress: the sections above are finished)"]
-        _write(out / "report.md", "\n".join(lines + tail) + "\n")
-        with open(out / ".rows.csv.tmp", "w", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(out / ".rows.csv.tmp", out / "rows.csv")
+        # each file replaced whole: an interrupted check leaves the old report or the new one
+        runfiles.write_text(out / "report.md", "\n".join(lines + tail) + "\n")
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        runfiles.write_text(out / "rows.csv", table.getvalue())
 
     for section in sections:
         shown = " ".join(Path(c).name if str(c).startswith(str(ROOT)) else str(c) for c in section.command[1:])

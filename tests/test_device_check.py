@@ -13,9 +13,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("device_check", ROOT / "scripts" / "device_check.py")
-device_check = sys.modules["device_check"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(device_check)
+
+
+def load(script):
+    """A script of scripts/ as a module (registered first: its dataclasses look themselves up)."""
+    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
+    module = sys.modules[script] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+device_check = load("device_check")
 Section = device_check.Section
 
 
@@ -136,17 +144,11 @@ def test_the_input_section_is_read_off_the_real_benchmark(tmp_path):
             f"- input: `data.loader=gpu` gives {float(printed):.2f}x")
 
 
-def load(script):
-    spec = importlib.util.spec_from_file_location(script, ROOT / "scripts" / f"{script}.py")
-    module = sys.modules[script] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_section_is_a_command_its_script_accepts(tmp_path):
     """A flag or a setting a script does not know would cost a GPU owner's minutes: each section's
     arguments go through its script's own parser, and the input section's overrides compose."""
-    parsers = {name: load(name).build_parser() for name in ("bench_throughput", "bench_input_pipeline")}
+    scripts = {name: load(name) for name in ("bench_throughput", "bench_input_pipeline")}
+    parsers = {name: script.build_parser() for name, script in scripts.items()}
     seen = set()
     for section in device_check.SECTIONS:
         if section.command[1:3] == ["-m", "pytest"]:
@@ -158,6 +160,6 @@ def test_every_section_is_a_command_its_script_accepts(tmp_path):
         if script == "bench_throughput":
             assert args.device == "cuda" and (section.batch == args.batch), section.title
         else:
-            cfg = load("bench_input_pipeline").compose_train(["data=imagenet", f"data.root={tmp_path}", *args.overrides])
+            cfg = scripts[script].compose_train(["data=imagenet", f"data.root={tmp_path}", *args.overrides])
             assert cfg.device == "cuda" and cfg.batch == 64
     assert seen == set(parsers)

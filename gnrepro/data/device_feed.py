@@ -73,9 +73,8 @@ class NormalizeOnDevice:
         self.stats = DeviceStats(mean, std)
 
     def __call__(self, batch, device):
-        images, targets = batch
-        images = to_device(images, device)
-        return normalize_uint8(images, *self.stats.on(device)), to_device(targets, device)
+        images, targets = copy_to_device(batch, device)
+        return normalize_uint8(images, *self.stats.on(device)), targets
 
 
 def feed(loader, cfg, device=None, train: bool = True, overlap: bool | None = None):

@@ -14,7 +14,6 @@ Hydra's submitit launcher, whose task variables are translated by submitit.
 from __future__ import annotations
 
 import inspect
-
 import os
 from dataclasses import dataclass
 

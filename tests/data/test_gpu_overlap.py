@@ -245,6 +245,18 @@ class SyncCounter:
             monkeypatch.setattr(owner, name, counting)
 
 
+def all_without_syncs_after_the_first(batches, monkeypatch) -> list:
+    """Every batch of ``batches``, asserting that none after the first (threads started, device
+    constants copied) made the host wait for a device."""
+    it = iter(batches)
+    got = [next(it)]
+    with monkeypatch.context() as patch:
+        counter = SyncCounter(patch)
+        got += list(it)
+    assert counter.calls == []
+    return got
+
+
 def steady_state_syncs(monkeypatch, root, prepare, batches=5):
     """Sync calls while the loader yields ``batches`` batches after its first (DataLoader worker and
     loader thread started, device constants copied), with the loader thread on."""
@@ -299,12 +311,7 @@ def test_the_default_pil_loader_is_copied_ahead_on_cuda_and_untouched_on_a_cpu(t
     assert feed(loader, cfg, torch.device("cpu")) is loader
     assert feed(loader, cfg, torch.device("cuda")).overlap is True  # nothing touches the device until iterated
     assert feed(loader, cfg, torch.device("cuda"), overlap=False) is loader
-    ahead = iter(feed(loader, cfg, torch.device("cpu"), overlap=True))
-    got = [next(ahead)]
-    with monkeypatch.context() as patch:
-        counter = SyncCounter(patch)
-        got += list(ahead)
-    assert counter.calls == []
+    got = all_without_syncs_after_the_first(feed(loader, cfg, torch.device("cpu"), overlap=True), monkeypatch)
     want = list(loader)
     assert len(got) == len(want) == 2
     for (a, ta), (w, tw) in zip(got, want):
@@ -336,12 +343,7 @@ def test_the_overlapped_loader_on_cuda_gives_the_serial_batches_without_syncs(tm
     loader = DataLoader(splits.val, batch_size=2, collate_fn=collate_encoded, pin_memory=True)
     serial = list(feed(loader, cfg, torch.device("cuda"), train=False, overlap=False))
     ahead = feed(loader, cfg, torch.device("cuda"), train=False, overlap=True)
-    it = iter(ahead)
-    got = [next(it)]
-    with monkeypatch.context() as patch:
-        counter = SyncCounter(patch)
-        got += list(it)
-    assert counter.calls == []
+    got = all_without_syncs_after_the_first(ahead, monkeypatch)
     assert len(got) == len(serial)
     for (a, ta), (s, ts) in zip(got, serial):
         assert a.is_cuda and torch.equal(a, s) and torch.equal(ta, ts)
@@ -357,12 +359,7 @@ def test_the_pil_loader_copied_ahead_on_cuda_gives_the_loaders_batches_without_s
     splits = build_datasets(cfg)
     loader = DataLoader(splits.val, batch_size=2, pin_memory=True)
     want = list(loader)
-    it = iter(feed(loader, cfg, torch.device("cuda"), train=False))
-    got = [next(it)]
-    with monkeypatch.context() as patch:
-        counter = SyncCounter(patch)
-        got += list(it)
-    assert counter.calls == []
+    got = all_without_syncs_after_the_first(feed(loader, cfg, torch.device("cuda"), train=False), monkeypatch)
     assert len(got) == len(want)
     for (a, ta), (w, tw) in zip(got, want):
         assert a.is_cuda and ta.is_cuda and torch.equal(a.cpu(), w) and torch.equal(ta.cpu(), tw)
